@@ -1,0 +1,305 @@
+"""`gtasr-stream`: the command line.  The only module that parses flags and prints.
+
+Every failure the user can fix ends as one line on stderr and a non-zero exit:
+1 for a bad input/flag/environment (UserError), 130 for Ctrl-C, 3 for an internal error
+(set GTASR_DEBUG=1 for its traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from . import __version__
+from .errors import UserError
+
+console = Console(stderr=True, highlight=False)  # stdout may carry the video ('-')
+
+
+class _DefaultGroup(click.Group):
+    """`gtasr-stream IN OUT` runs `upscale`; `gtasr-stream preview …` runs a named command."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if args and args[0] not in self.commands and args[0] not in ("--help", "-h", "--version"):
+            args = ["upscale", *args]
+        elif not args:
+            args = ["upscale"]
+        return super().parse_args(ctx, args)
+
+
+@click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="gtasr-stream")
+def main() -> None:
+    """Real-time 4x video super-resolution (GTASR).  Run `gtasr-stream upscale --help` for flags."""
+
+
+def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for v in values:
+        key, sep, val = v.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"expected key=value, got {v!r}", ctx=ctx, param=param)
+        out[key] = val
+    return out
+
+
+@dataclass(frozen=True)
+class _Printer:
+    quiet: bool
+
+    def warn(self, msg: str) -> None:
+        if not self.quiet:
+            console.print(f"[yellow]gtasr-stream: warning:[/] {msg}")
+
+
+@main.command("upscale")
+@click.argument("src", metavar="IN")
+@click.argument("dst", metavar="OUT", required=False)
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    help="Model file (.safetensors); default: the shipped one.",
+)
+@click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
+@click.option("--fp32", "precision", flag_value="fp32", help="Full precision (default on CPU).")
+@click.option("--bf16", "precision", flag_value="bf16", help="bfloat16 instead of the CUDA default float16.")
+@click.option(
+    "-b",
+    "--batch",
+    default=4,
+    show_default=True,
+    type=click.IntRange(1, 256),
+    help="Frames per model call.",
+)
+@click.option(
+    "-t",
+    "--tile",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Tile size in input px (0: whole frames).",
+)
+@click.option(
+    "--tile-pad",
+    default=16,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Overlap of tiles in input px.",
+)
+@click.option(
+    "--noise",
+    type=click.Choice(["fixed", "fresh", "none"]),
+    default="fixed",
+    show_default=True,
+    help="fixed: one noise for the whole stream (no flicker); fresh: new per frame; none: zero.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise.")
+@click.option(
+    "-s",
+    "--outscale",
+    default=4.0,
+    show_default=True,
+    type=float,
+    help="Final scale (the 4x result is resized).",
+)
+@click.option(
+    "-c",
+    "--codec",
+    default="auto",
+    show_default=True,
+    help="auto, libx264, libx265, libsvtav1, h264_nvenc, hevc_nvenc, av1_nvenc, or any FFmpeg encoder.",
+)
+@click.option(
+    "--crf", type=float, help="Quality (lower is better); default per encoder, e.g. 18 for libx264."
+)
+@click.option("--preset", "enc_preset", help="Encoder speed preset (e.g. slow, p5, 6).")
+@click.option("--pix-fmt", help="Output pixel format; default keeps the input's subsampling and bit depth.")
+@click.option(
+    "-e",
+    "--encoder-option",
+    "enc_opts",
+    multiple=True,
+    callback=_parse_kv,
+    metavar="KEY=VALUE",
+    help="Extra encoder option, repeatable.",
+)
+@click.option(
+    "-f",
+    "--format",
+    "container_format",
+    help="Container format (default from OUT's extension; matroska for '-').",
+)
+@click.option(
+    "--hwaccel",
+    type=click.Choice(["auto", "none", "nvdec"]),
+    default="auto",
+    show_default=True,
+    help="NVDEC decoding when available.",
+)
+@click.option("--no-copy-audio", is_flag=True, help="Leave audio streams out.")
+@click.option("--no-copy-subtitles", is_flag=True, help="Leave subtitle streams out.")
+@click.option("--no-copy-data", is_flag=True, help="Leave data streams out.")
+@click.option(
+    "--benchmark",
+    is_flag=True,
+    help="Decode, upscale and encode but write nothing; report per-stage fps.",
+)
+@click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
+@click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
+def upscale(
+    src: str,
+    dst: str | None,
+    weights: str | None,
+    device: str,
+    precision: str | None,
+    batch: int,
+    tile: int,
+    tile_pad: int,
+    noise: Any,
+    seed: int,
+    outscale: float,
+    codec: str,
+    crf: float | None,
+    enc_preset: str | None,
+    pix_fmt: str | None,
+    enc_opts: dict[str, str],
+    container_format: str | None,
+    hwaccel: Any,
+    no_copy_audio: bool,
+    no_copy_subtitles: bool,
+    no_copy_data: bool,
+    benchmark: bool,
+    overwrite: bool,
+    quiet: bool,
+) -> None:
+    """Upscale the video of IN (file, URL or '-') 4x into OUT (file or '-'), keeping every other stream."""
+    if dst is None and not benchmark:
+        raise click.UsageError("missing OUT (or pass --benchmark to write nothing)")
+    if benchmark and dst is not None:
+        raise click.UsageError("--benchmark writes nothing: leave OUT out")
+    out = _Printer(quiet)
+    _exit_on_error(
+        lambda: _upscale(
+            src,
+            dst,
+            out,
+            weights=weights,
+            device=device,
+            precision=precision or "auto",
+            batch=batch,
+            tile=tile,
+            tile_pad=tile_pad,
+            noise=noise,
+            seed=seed,
+            outscale=outscale,
+            hwaccel=hwaccel,
+            overwrite=overwrite,
+            encode=dict(
+                codec=codec,
+                crf=crf,
+                preset=enc_preset,
+                pix_fmt=pix_fmt,
+                options=enc_opts,
+                container_format=container_format,
+                copy_audio=not no_copy_audio,
+                copy_subtitles=not no_copy_subtitles,
+                copy_data=not no_copy_data,
+            ),
+        )
+    )
+
+
+def _exit_on_error(fn: Any) -> None:
+    try:
+        fn()
+    except UserError as e:
+        console.print(f"[red]gtasr-stream: error:[/] {e}", markup=True, soft_wrap=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        console.print("gtasr-stream: interrupted; nothing was written")
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("GTASR_DEBUG"):
+            raise
+        console.print(
+            f"[red]gtasr-stream: internal error:[/] {type(e).__name__}: {e} (GTASR_DEBUG=1 shows where)",
+            soft_wrap=True,
+        )
+        sys.exit(3)
+
+
+def _upscale(
+    src: str,
+    dst: str | None,
+    out: _Printer,
+    *,
+    encode: dict[str, Any],
+    hwaccel: Any,
+    outscale: float,
+    overwrite: bool,
+    **engine: Any,
+) -> None:
+    from .engines.torch_engine import Upscaler  # importing torch is slow: not for --help
+    from .pipeline import Stats, upscale_video
+    from .video.writer import EncodeOptions
+
+    up = Upscaler(on_warning=out.warn, **engine)
+    opts = EncodeOptions(**encode)
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.fields[total_s]} frames"),
+        TextColumn("{task.fields[fps]:.1f} fps"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        TextColumn("slowest: {task.fields[slowest]}"),
+        console=console,
+        disable=out.quiet,
+        transient=False,
+    )
+    task = progress.add_task("upscaling", total=None, fps=0.0, slowest="-", total_s="?")
+
+    def on_progress(s: Stats) -> None:
+        progress.update(
+            task,
+            completed=s.encoded,
+            total=s.total,
+            total_s=s.total or "?",
+            fps=s.encoded / s.elapsed if s.elapsed else 0.0,
+            slowest=s.slowest,
+        )
+
+    with progress:
+        stats = upscale_video(
+            src,
+            dst,
+            up,
+            opts,
+            outscale=outscale,
+            overwrite=overwrite,
+            hwaccel=hwaccel,
+            on_progress=on_progress,
+            on_warning=out.warn,
+        )
+    if out.quiet:
+        return
+    h, w = stats.out_size
+    fps = stats.encoded / stats.elapsed if stats.elapsed else 0.0
+    where = "nowhere (benchmark)" if dst is None else dst
+    console.print(
+        f"wrote {stats.encoded} frames at {w}x{h} ({stats.codec}) to {where} in {stats.elapsed:.1f} s,"
+        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')}",
+        soft_wrap=True,
+    )
+    if dst is None:
+        for s, f in stats.stage_fps().items():
+            console.print(
+                f"  {s:8s} {f:8.2f} fps  busy {stats.busy[s]:.2f} s"
+                + ("  <- slowest" if s == stats.slowest else "")
+            )

@@ -1,0 +1,164 @@
+"""The PyTorch engine: device and precision choice, the stream's noise, batching, tiling, OOM fallback.
+
+`Upscaler` is the one object the pipeline, the preview and the Python API call: RGB in [0,1] on its
+device in, 4x RGB in [0,1] out.  Out of GPU memory it halves the batch, then tiles, then halves the
+tile, saying so once each, instead of failing a long job half-way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+
+from ..errors import UserError
+from ..model import ConsistencyModel, sample_one_step
+from ..weights import default_weights, load_weights
+from .tiling import Step, run_tiled
+
+Noise = Literal["fixed", "fresh", "none"]
+Precision = Literal["auto", "fp32", "fp16", "bf16"]
+MIN_TILE = 32  # LR px: below this the context is too small to be worth running
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' | 'cpu' | 'cuda' | 'cuda:N' -> a usable device, or a UserError naming --device."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device: '{name}' is not a device (use auto, cpu, cuda or cuda:N)") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError(f"--device {name}: no CUDA device is available on this machine")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UserError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) present")
+    elif dev.type != "cpu":
+        raise UserError(f"--device: '{name}' is not supported (use auto, cpu, cuda or cuda:N)")
+    return dev
+
+
+def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
+    """FP16 by default on CUDA (the speed path), FP32 on CPU (half precision is slow there)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if precision == "fp32":
+        return torch.float32
+    if precision == "fp16":
+        return torch.float16
+    if precision == "bf16":
+        return torch.bfloat16
+    raise ValueError(f"precision must be one of auto, fp32, fp16, bf16, got {precision!r}")
+
+
+def is_oom(e: BaseException) -> bool:
+    return isinstance(e, torch.OutOfMemoryError) or (
+        isinstance(e, RuntimeError) and "out of memory" in str(e).lower()
+    )
+
+
+class Upscaler:
+    """4x upscaling of RGB batches with one GTASR network call per batch (or per tile)."""
+
+    scale = 4
+
+    def __init__(
+        self,
+        model: ConsistencyModel | None = None,
+        *,
+        weights: str | Path | None = None,
+        device: str = "auto",
+        precision: Precision = "auto",
+        batch: int = 4,
+        tile: int = 0,
+        tile_pad: int = 16,
+        noise: Noise = "fixed",
+        seed: int = 0,
+        on_warning: Callable[[str], None] | None = None,
+    ) -> None:
+        if noise not in ("fixed", "fresh", "none"):
+            raise ValueError(f"noise must be one of fixed, fresh, none, got {noise!r}")
+        if batch < 1 or tile < 0 or tile_pad < 0:
+            raise ValueError("batch must be >= 1, tile and tile_pad >= 0")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(precision, self.device)
+        self.meta: dict[str, str] = {}
+        if model is None:
+            path = Path(weights) if weights is not None else default_weights()
+            net, self.meta = load_weights(path)
+            model = ConsistencyModel(net)
+        self.model = model.to(self.device, self.dtype).eval()
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        self.batch, self.tile, self.tile_pad = batch, tile, tile_pad
+        self.noise, self.seed = noise, seed
+        self.warn = on_warning or (lambda msg: None)
+        self._gen = torch.Generator().manual_seed(seed)
+        self._fixed: dict[tuple[int, int], torch.Tensor] = {}
+        self.step: Step = self._model_step
+
+    def _model_step(self, lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        return sample_one_step(self.model, lq, eps)
+
+    def noise_for(self, b: int, h: int, w: int) -> torch.Tensor | None:
+        """ε of HR size (h, w): the stream's one ε (fixed), a new one per frame (fresh) or none.
+
+        Drawn on the CPU from the seed so that every device and tiling sees the same numbers.
+        """
+        if self.noise == "none":
+            return None
+        if self.noise == "fixed":
+            if (h, w) not in self._fixed:
+                g = torch.Generator().manual_seed(self.seed)
+                self._fixed[(h, w)] = torch.randn(1, 3, h, w, generator=g).to(self.device, self.dtype)
+            return self._fixed[(h, w)]
+        return torch.randn(b, 3, h, w, generator=self._gen).to(self.device, self.dtype)
+
+    @torch.inference_mode()
+    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+        """rgb: (B,3,h,w) float in [0,1] on `self.device` -> (B,3,4h,4w) float32 in [0,1]."""
+        b, _, h, w = rgb.shape
+        lq = (rgb.to(self.dtype) * 2 - 1).contiguous(memory_format=self._memory_format())
+        eps = self.noise_for(b, h * self.scale, w * self.scale)
+        outs = []
+        i = 0
+        while i < b:
+            n = min(self.batch, b - i)
+            e = eps if eps is None or eps.shape[0] == 1 else eps[i : i + n]
+            try:
+                outs.append(self._run(lq[i : i + n], e))
+                i += n
+            except Exception as ex:
+                if not is_oom(ex):
+                    raise
+                self._shrink(h, w)
+        return torch.cat(outs).add_(1).mul_(0.5).clamp_(0, 1)
+
+    def _memory_format(self) -> torch.memory_format:
+        return torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
+
+    def _run(self, lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
+        if self.tile and (lq.shape[-2] > self.tile or lq.shape[-1] > self.tile):
+            return run_tiled(self.step, lq, eps, self.tile, self.tile_pad, self.scale)
+        return self.step(lq, eps).float()
+
+    def _shrink(self, h: int, w: int) -> None:
+        """One step down the out-of-memory ladder: batch/2, ..., 1, then tiles, then smaller tiles."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+        if self.batch > 1:
+            self.batch //= 2
+            self.warn(f"out of GPU memory: batch reduced to {self.batch}")
+        elif not self.tile or self.tile > max(h, w):
+            self.tile = max(MIN_TILE, min(512, max(h, w) // 2))
+            self.warn(f"out of GPU memory at batch 1: tiling with {self.tile}-px tiles")
+        elif self.tile // 2 >= MIN_TILE:
+            self.tile //= 2
+            self.warn(f"out of GPU memory: tiles reduced to {self.tile} px")
+        else:
+            raise UserError(
+                f"out of GPU memory even at batch 1 with {self.tile}-px tiles; use a smaller preset or --device cpu"
+            )

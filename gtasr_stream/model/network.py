@@ -1,0 +1,377 @@
+"""The GTASR network F(x, c_noise, lq): an EDM DDPM++-style U-Net with Swin window attention and an
+upsampling head (METHOD.md, "Network"), plus its named size presets.
+
+This file owns the architecture only; the consistency wrapper (c_skip/c_out, eta) is in
+`consistency.py`.
+
+Measured by `python -m gtasr_stream.model` (or `.model.network`) (parameters; MACs of convolutions, linears and
+attention matmuls counted by torch's FlopCounterMode at a 64x64 LR input and scaled by pixel count,
+which is exact: every layer, windowed attention included, is linear in pixels; the padding of 540
+to the LR multiple is not counted). GFLOP = 2 x GMAC. The paper preset matches METHOD.md: 171.5 M
+parameters, 0.61 TMAC at 128x128 LR, about 19 TMAC at 960x540.
+
+| preset | parameters | GMAC / 960x540 | GFLOP / 960x540 | GMAC / 128x128 | LR multiple |
+|--------|-----------:|---------------:|----------------:|---------------:|------------:|
+| paper  |   171.52 M |        19392.8 |         38785.7 |          612.9 |          64 |
+| small  |     9.69 M |          482.5 |           965.1 |           15.3 |          64 |
+| tiny   |     0.48 M |           75.0 |           150.1 |            2.4 |          32 |
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+SCALE = 4  # the super-resolution factor: HR = 4 x LR
+SKIP_SCALE = math.sqrt(0.5)  # EDM: residual sums are scaled to keep unit variance
+
+
+@dataclass(frozen=True)
+class NetConfig:
+    """Sizes of one GTASRNet. Levels are indexed 0 (LR resolution) .. len(channel_mult)-1."""
+
+    base_channels: int  # channels at level 0; level l has base_channels * channel_mult[l]
+    channel_mult: tuple[int, ...]  # one multiplier per level; each level after the first halves H, W
+    enc_blocks: int  # residual blocks per encoder level; the decoder has enc_blocks+1 (EDM SongUNet)
+    bottleneck_blocks: int  # residual blocks at the coarsest level between encoder and decoder
+    attn_levels: tuple[int, ...]  # levels whose blocks get a Swin wrapper (paper: all levels)
+    attn_channels: int  # width inside the Swin wrapper (C -> attn_channels -> C); paper 192
+    attn_heads: int  # heads of window attention; head dim = attn_channels / attn_heads
+    window: int  # Swin window side in pixels of that level (no shifted windows)
+    mlp_ratio: float  # Swin MLP hidden width / attn_channels
+    emb_channels: int  # width of the time embedding added in every block (paper 4 x 192)
+    noise_channels: int  # sinusoidal features of c_noise before the embedding MLP
+    head_channels: int  # width of the upsampling head; it runs at 2x and 4x LR size, so it
+    # dominates compute in small presets
+    dropout: float  # dropout before the 2nd conv of each residual block (train mode only)
+    groups: int  # GroupNorm groups, clamped per layer so it divides the channels (narrow presets)
+
+    @property
+    def multiple(self) -> int:
+        """LR height and width must be multiples of this: every down step halves, and windows tile."""
+        downs = 2 ** (len(self.channel_mult) - 1)
+        return downs * (self.window if self.attn_levels else 1)
+
+
+PRESETS: dict[str, NetConfig] = {
+    # The published 171.5 M-parameter network (METHOD.md "Network").
+    "paper": NetConfig(
+        base_channels=192,
+        channel_mult=(1, 2, 2, 2),
+        enc_blocks=4,
+        bottleneck_blocks=2,
+        attn_levels=(0, 1, 2, 3),
+        attn_channels=192,
+        attn_heads=6,
+        window=8,
+        mlp_ratio=4.0,
+        emb_channels=768,
+        noise_channels=192,
+        head_channels=192,
+        dropout=0.13,
+        groups=32,
+    ),
+    # Quality video preset: same family, attention only at the two coarsest levels.
+    "small": NetConfig(
+        base_channels=32,
+        channel_mult=(1, 2, 4, 4),
+        enc_blocks=2,
+        bottleneck_blocks=2,
+        attn_levels=(2, 3),
+        attn_channels=128,
+        attn_heads=4,
+        window=8,
+        mlp_ratio=4.0,
+        emb_channels=256,
+        noise_channels=64,
+        head_channels=32,
+        dropout=0.0,  # small nets underfit rather than overfit
+        groups=32,
+    ),
+    # Real-time preset: trainable on a laptop CPU in minutes, 960x540 -> 4K in real time on an H100.
+    "tiny": NetConfig(
+        base_channels=16,
+        channel_mult=(1, 2, 2),
+        enc_blocks=1,
+        bottleneck_blocks=1,
+        attn_levels=(2,),
+        attn_channels=64,
+        attn_heads=2,
+        window=8,
+        mlp_ratio=2.0,
+        emb_channels=128,
+        noise_channels=32,
+        head_channels=16,
+        dropout=0.0,
+        groups=32,
+    ),
+}
+
+
+def group_norm(channels: int, groups: int) -> nn.GroupNorm:
+    """GroupNorm(eps 1e-6) with at most `groups` groups of >= 4 channels that divide `channels`."""
+    g = math.gcd(min(groups, max(channels // 4, 1)), channels)
+    return nn.GroupNorm(g, channels, eps=1e-6)
+
+
+def timestep_features(c_noise: Tensor, channels: int, max_positions: float = 1e4) -> Tensor:
+    """Sinusoidal features of c_noise (EDM PositionalEmbedding, endpoint=True): (B,) -> (B, channels)."""
+    half = channels // 2
+    freqs = torch.arange(half, dtype=torch.float32, device=c_noise.device) / (half - 1)
+    freqs = (1.0 / max_positions) ** freqs  # (half,) from 1 down to 1/max_positions
+    angles = c_noise.float()[:, None] * freqs[None, :]  # (B, half)
+    return torch.cat([angles.sin(), angles.cos()], dim=1)
+
+
+class ResBlock(nn.Module):
+    """EDM UNetBlock (DDPM++): GN-SiLU-conv, + Linear(emb), GN-SiLU-dropout-conv, scaled skip."""
+
+    def __init__(self, cin: int, cout: int, cfg: NetConfig, resample: Literal["none", "down", "up"]) -> None:
+        super().__init__()
+        self.resample = resample
+        self.norm0 = group_norm(cin, cfg.groups)
+        self.conv0 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.affine = nn.Linear(cfg.emb_channels, cout)
+        self.norm1 = group_norm(cout, cfg.groups)
+        self.dropout = nn.Dropout(cfg.dropout)
+        self.conv1 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv1.weight)  # each block starts close to its skip path (EDM: 1e-5)
+        # 1x1 projection where channels change or the block resamples (EDM resample_proj=True)
+        needs_skip = cin != cout or resample != "none"
+        self.skip = nn.Conv2d(cin, cout, 1) if needs_skip else None
+
+    def _resample(self, x: Tensor) -> Tensor:
+        # A [1,1] resample filter is a 2x2 average down and a nearest-neighbour x2 up.
+        if self.resample == "down":
+            return F.avg_pool2d(x, 2)
+        if self.resample == "up":
+            return F.interpolate(x, scale_factor=2.0, mode="nearest")
+        return x
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        # x (B,cin,H,W) -> (B,cout,H',W'); emb (B,E)
+        h = self.conv0(self._resample(F.silu(self.norm0(x))))
+        h = h + self.affine(emb)[:, :, None, None]  # time embedding added, not scale/shift
+        h = self.conv1(self.dropout(F.silu(self.norm1(h))))
+        orig = self._resample(x)
+        skip = self.skip(orig) if self.skip is not None else orig
+        return (h + skip) * SKIP_SCALE
+
+
+class SwinBlock(nn.Module):
+    """One Swin Transformer block on (B,C,H,W): window MSA with relative position bias, then MLP,
+    both pre-norm residual; GroupNorm instead of LayerNorm; no shifted windows."""
+
+    rel_index: Tensor  # (N, N) long: row of rel_bias for each query/key pair of a window
+
+    def __init__(self, dim: int, cfg: NetConfig) -> None:
+        super().__init__()
+        assert dim % cfg.attn_heads == 0
+        self.heads, self.window = cfg.attn_heads, cfg.window
+        w = cfg.window
+        self.norm1 = group_norm(dim, cfg.groups)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        self.rel_bias = nn.Parameter(torch.randn((2 * w - 1) ** 2, self.heads) * 0.02)
+        coords = torch.stack(torch.meshgrid(torch.arange(w), torch.arange(w), indexing="ij"))
+        coords = coords.flatten(1)  # (2, N) with N = w*w
+        rel = coords[:, :, None] - coords[:, None, :] + (w - 1)  # (2, N, N) in [0, 2w-2]
+        index = rel[0] * (2 * w - 1) + rel[1]  # (N, N) into rel_bias
+        self.register_buffer("rel_index", index, persistent=False)
+        self.norm2 = group_norm(dim, cfg.groups)
+        hidden = int(dim * cfg.mlp_ratio)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        b, c, h, w = x.shape  # (B,C,H,W), H and W multiples of the window
+        win, nh, nw = self.window, h // self.window, w // self.window
+        n, hd = win * win, c // self.heads
+        t = self.norm1(x).reshape(b, c, nh, win, nw, win)
+        t = t.permute(0, 2, 4, 3, 5, 1).reshape(b * nh * nw, n, c)  # (B*nW, N, C) windows
+        qkv = self.qkv(t).reshape(-1, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, hd)
+        bias = self.rel_bias[self.rel_index].permute(2, 0, 1).to(q.dtype)  # (heads, N, N)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, hd)
+        a = self.proj(a.transpose(1, 2).reshape(-1, n, c))  # (B*nW, N, C)
+        a = a.reshape(b, nh, nw, win, win, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
+        x = x + a
+        m = self.norm2(x).permute(0, 2, 3, 1)  # (B,H,W,C)
+        m = self.fc2(F.gelu(self.fc1(m))).permute(0, 3, 1, 2)  # (B,C,H,W)
+        return x + m
+
+
+class SwinWrapper(nn.Module):
+    """Swin attention at any width C: 1x1 C->A, Swin block at width A, 1x1 A->C, 3x3 conv, + input.
+
+    Reading of METHOD.md's "wrapped by 1x1 convs C->192->C plus a 3x3 conv residual": the 3x3
+    conv (C->C) closes the branch and the wrapper's input is added back (SwinIR's RSTB pattern,
+    out = x + conv3x3(proj_out(swin(proj_in(x))))). It gives 171.52 M parameters and 0.613 TMAC at
+    128x128 for the paper preset, matching METHOD.md; a 3x3 conv at width A instead gives 155.6 M,
+    none 148.6 M. (A 3x3 conv on the input added to the branch would count the same; we keep the
+    identity skip so that each wrapper starts as the identity.)
+    """
+
+    def __init__(self, channels: int, cfg: NetConfig) -> None:
+        super().__init__()
+        self.proj_in = nn.Conv2d(channels, cfg.attn_channels, 1)
+        self.block = SwinBlock(cfg.attn_channels, cfg)
+        self.proj_out = nn.Conv2d(cfg.attn_channels, channels, 1)
+        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        for p in self.conv.parameters():
+            nn.init.zeros_(p)  # the wrapper starts as the identity
+
+    def forward(self, x: Tensor) -> Tensor:
+        # (B,C,H,W) -> (B,C,H,W)
+        return x + self.conv(self.proj_out(self.block(self.proj_in(x))))
+
+
+class UNetBlock(nn.Module):
+    """A residual block, optionally followed by a Swin wrapper."""
+
+    def __init__(
+        self,
+        cin: int,
+        cout: int,
+        cfg: NetConfig,
+        resample: Literal["none", "down", "up"] = "none",
+        attention: bool = False,
+    ) -> None:
+        super().__init__()
+        self.resample = resample
+        self.res = ResBlock(cin, cout, cfg, resample)
+        self.attn = SwinWrapper(cout, cfg) if attention else None
+
+    def forward(self, x: Tensor, emb: Tensor) -> Tensor:
+        x = self.res(x, emb)
+        return self.attn(x) if self.attn is not None else x
+
+
+class GTASRNet(nn.Module):
+    """F(x, c_noise, lq): HR-size x and LR lq in, raw HR-size output (METHOD.md "Network")."""
+
+    def __init__(self, cfg: NetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        levels = len(cfg.channel_mult)
+        widths = [cfg.base_channels * m for m in cfg.channel_mult]
+        self.map0 = nn.Linear(cfg.noise_channels, cfg.emb_channels)
+        self.map1 = nn.Linear(cfg.emb_channels, cfg.emb_channels)
+        in_channels = 3 * SCALE * SCALE + 3  # PixelUnshuffle(4)(x) and lq: 51
+        self.conv_in = nn.Conv2d(in_channels, widths[0], 3, padding=1)
+
+        # Encoder; every output (and conv_in's) is a skip for the decoder.
+        self.enc = nn.ModuleList()
+        skips, c = [widths[0]], widths[0]
+        for level in range(levels):
+            if level > 0:
+                self.enc.append(UNetBlock(c, c, cfg, resample="down"))
+                skips.append(c)
+            for _ in range(cfg.enc_blocks):
+                attn = level in cfg.attn_levels
+                self.enc.append(UNetBlock(c, widths[level], cfg, attention=attn))
+                c = widths[level]
+                skips.append(c)
+
+        # Bottleneck at the coarsest level; only its first block has attention (EDM "in0").
+        self.mid = nn.ModuleList(
+            UNetBlock(c, c, cfg, attention=(i == 0 and levels - 1 in cfg.attn_levels))
+            for i in range(cfg.bottleneck_blocks)
+        )
+
+        # Decoder: enc_blocks+1 blocks per level, each eating one skip; attention on the last.
+        self.dec = nn.ModuleList()
+        for level in reversed(range(levels)):
+            if level < levels - 1:
+                self.dec.append(UNetBlock(c, c, cfg, resample="up"))
+            for i in range(cfg.enc_blocks + 1):
+                attn = i == cfg.enc_blocks and level in cfg.attn_levels
+                self.dec.append(UNetBlock(c + skips.pop(), widths[level], cfg, attention=attn))
+                c = widths[level]
+        assert not skips
+
+        # Head at LR size, then two nearest x2 steps to HR. The GroupNorm is followed by SiLU as
+        # in EDM's output layers (a reading: SiLU adds no parameters or MACs either way).
+        hc = cfg.head_channels
+        self.head = nn.Sequential(
+            group_norm(c, cfg.groups),
+            nn.SiLU(),
+            nn.Conv2d(c, hc, 3, padding=1),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),
+            nn.Conv2d(hc, hc, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Upsample(scale_factor=2.0, mode="nearest"),
+            nn.Conv2d(hc, hc, 3, padding=1),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(hc, 3, 3, padding=1),
+        )
+
+    def forward(self, x: Tensor, c_noise: Tensor, lq: Tensor) -> Tensor:
+        # x (B,3,4h,4w), c_noise (B,) float, lq (B,3,h,w); h, w multiples of cfg.multiple
+        b, _, h, w = lq.shape
+        assert x.shape == (b, 3, SCALE * h, SCALE * w), (x.shape, lq.shape)
+        assert h % self.cfg.multiple == 0 and w % self.cfg.multiple == 0, (h, w)
+        assert c_noise.shape == (b,), c_noise.shape
+        dtype = self.map0.weight.dtype
+        emb = timestep_features(c_noise, self.cfg.noise_channels).to(dtype)  # (B, noise_ch)
+        emb = F.silu(self.map1(F.silu(self.map0(emb))))  # (B, E)
+
+        t = torch.cat([F.pixel_unshuffle(x, SCALE), lq], dim=1)  # (B,51,h,w)
+        t = self.conv_in(t)
+        skips = [t]
+        for blk in self.enc:
+            t = blk(t, emb)
+            skips.append(t)
+        for blk in self.mid:
+            t = blk(t, emb)
+        for blk in self.dec:
+            if blk.resample != "up":
+                t = torch.cat([t, skips.pop()], dim=1)
+            t = blk(t, emb)
+        return self.head(t)  # (B,3,4h,4w), unbounded
+
+
+def build_network(preset: str) -> GTASRNet:
+    """A freshly initialised network of a named preset."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown network preset {preset!r}; allowed: {', '.join(PRESETS)}")
+    return GTASRNet(PRESETS[preset])
+
+
+def count_macs(net: GTASRNet, lq_hw: tuple[int, int]) -> int:
+    """Multiply-accumulates of one forward at batch 1 and an LR size (a multiple of net's)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = lq_hw
+    p = next(net.parameters())
+    lq = torch.zeros(1, 3, h, w, dtype=p.dtype, device=p.device)
+    x = torch.zeros(1, 3, SCALE * h, SCALE * w, dtype=p.dtype, device=p.device)
+    c = torch.zeros(1, dtype=p.dtype, device=p.device)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        net(x, c, lq)
+    return counter.get_total_flops() // 2
+
+
+def main() -> None:
+    """Print parameters and compute per 960x540 LR frame for every preset (the table above)."""
+    torch.manual_seed(0)
+    print("| preset | parameters | GMAC / 960x540 | GFLOP / 960x540 | GMAC / 128x128 | LR multiple |")
+    for name, cfg in PRESETS.items():
+        net = build_network(name).eval()
+        params = sum(p.numel() for p in net.parameters())
+        # Windowed attention is linear in pixels, so MACs at one measured size scale exactly.
+        m = cfg.multiple
+        hw = (m * max(1, 64 // m), m * max(1, 64 // m))
+        per_pixel = count_macs(net, hw) / (hw[0] * hw[1])
+        gmac = per_pixel * 960 * 540 / 1e9
+        small = per_pixel * 128 * 128 / 1e9
+        print(f"| {name} | {params / 1e6:.2f} M | {gmac:.1f} | {2 * gmac:.1f} | {small:.1f} | {m} |")
+
+
+if __name__ == "__main__":
+    main()

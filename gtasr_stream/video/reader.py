@@ -1,0 +1,249 @@
+"""Input side of the pipeline: open any FFmpeg-readable source, decode its video, pass the rest on.
+
+Owns: opening files/URLs/stdin with clear errors, choosing the video stream, NVDEC decoders when
+asked, reading each frame's planes as numpy views (no RGB conversion on the CPU) and resolving the
+colour matrix/range that the device-side conversion in `color.py` uses.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+import av
+import numpy as np
+from av.codec.hwaccel import HWAccel
+
+from ..errors import UserError
+from .color import Matrix, Range, YUVLayout
+
+# AVColorSpace values (libavutil/pixfmt.h) -> our matrix names; 0 (RGB) and 2 (unspecified) are absent.
+_MATRIX_OF_AVCOL: dict[int, Matrix] = {
+    1: "bt709",
+    4: "fcc",
+    5: "bt601",
+    6: "bt601",
+    7: "smpte240m",
+    9: "bt2020",
+    10: "bt2020",
+}
+AVCOL_OF_MATRIX: dict[Matrix, int] = {"bt709": 1, "fcc": 4, "bt601": 6, "smpte240m": 7, "bt2020": 9}
+AVCOL_RANGE: dict[Range, int] = {"limited": 1, "full": 2}  # AVColorRange MPEG / JPEG
+Hwaccel = Literal["auto", "none", "nvdec"]
+
+
+@dataclass
+class Frame:
+    """One decoded frame as planes ready to upload.  Planes are numpy views into `frame`'s buffers."""
+
+    planes: tuple[np.ndarray, np.ndarray, np.ndarray]  # Y (H,W), U, V (subsampled) code values
+    layout: YUVLayout
+    pts: int | None  # in the video stream's time base, exactly as decoded
+    rotation: int  # degrees counter-clockwise the player would rotate it: 0/90/180/270
+    frame: av.VideoFrame  # keeps the buffers alive
+
+    @property
+    def size(self) -> tuple[int, int]:  # (height, width) as stored
+        return self.planes[0].shape[0], self.planes[0].shape[1]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the writer needs to know about the input video stream."""
+
+    width: int
+    height: int
+    time_base: Fraction
+    rate: Fraction | None  # average frame rate if known (encoder rate control only)
+    frames: int | None  # the container's frame count if it has one: for progress, never trusted
+    bits: int  # bit depth of the decoded samples
+    sub_x: int
+    sub_y: int
+    color_primaries: int  # AVColorPrimaries, copied to the output
+    color_trc: int  # AVColorTransferCharacteristic, copied to the output
+    sar: Fraction | None  # sample aspect ratio, copied so the display aspect stays the same
+
+
+def open_input(src: str, nvdec: Hwaccel = "none", gpu: int = 0) -> av.container.InputContainer:
+    """Open a path, URL or '-' (stdin), turning every failure into a one-line UserError.
+
+    nvdec: 'none', 'auto' (NVDEC on CUDA device `gpu` when it opens, else software decoding) or
+    'nvdec' (NVDEC or a UserError).  Decoded frames come back in system memory either way.
+    """
+    if src == "-":
+        target: Any = sys.stdin.buffer
+    elif "://" in src:
+        target = src
+    else:
+        p = Path(src)
+        if not p.exists():
+            raise UserError(f"input '{src}' does not exist")
+        if p.is_dir():
+            raise UserError(f"input '{src}' is a directory, not a video file")
+        if not os.access(p, os.R_OK):
+            raise UserError(f"input '{src}' is not readable (permission denied)")
+        target = src
+    timeout = 30.0 if "://" in src else None
+    if nvdec != "none" and src != "-":  # a failed try would have consumed stdin
+        try:
+            accel = HWAccel("cuda", device=str(gpu), allow_software_fallback=nvdec == "auto")
+            return av.open(target, "r", timeout=timeout, hwaccel=accel)
+        except (av.FFmpegError, OSError) as e:
+            if nvdec == "nvdec":
+                raise UserError(f"--hwaccel nvdec: NVDEC cannot decode '{src}' here ({_reason(e)})") from None
+    try:
+        return av.open(target, "r", timeout=timeout)
+    except (av.FFmpegError, OSError) as e:
+        raise UserError(f"input '{src}' cannot be read as a video: {_reason(e)}") from None
+
+
+def _reason(e: BaseException) -> str:
+    msg = getattr(e, "strerror", None) or str(e)
+    return msg.split(":")[0].strip() if msg.count(":") > 2 else msg.strip()
+
+
+def pick_video_stream(container: av.container.InputContainer, src: str) -> av.video.stream.VideoStream:
+    """The first video stream that is not a cover picture."""
+    for s in container.streams.video:
+        if not s.disposition & av.stream.Disposition.attached_pic:
+            return s
+    raise UserError(f"input '{src}' has no video stream")
+
+
+def configure_decoder(stream: av.video.stream.VideoStream, threads: int = 0) -> str:
+    """Frame and slice threads for software decoders; returns the decoder's name."""
+    stream.thread_type = "AUTO"
+    stream.codec_context.thread_count = threads
+    return stream.codec_context.name
+
+
+def video_info(stream: av.video.stream.VideoStream) -> VideoInfo:
+    cc = stream.codec_context
+    fmt = cc.format
+    bits = max((c.bits for c in fmt.components), default=8) if fmt is not None else 8
+    sub_x = sub_y = 1
+    if fmt is not None and len(fmt.components) >= 3 and not fmt.is_rgb:
+        c0, c1 = fmt.components[0], fmt.components[1]
+        sub_x = int(c0.width > c1.width) if c1.width else 1
+        sub_y = int(c0.height > c1.height) if c1.height else 1
+    elif fmt is not None and fmt.is_rgb:
+        sub_x = sub_y = 0
+    rate = stream.average_rate or stream.guessed_rate
+    sar = stream.sample_aspect_ratio
+    return VideoInfo(
+        width=cc.width,
+        height=cc.height,
+        time_base=stream.time_base or Fraction(1, 90000),
+        rate=Fraction(rate) if rate else None,
+        frames=stream.frames or None,
+        bits=8 if bits <= 8 else 10 if bits <= 10 else bits,
+        sub_x=sub_x,
+        sub_y=sub_y,
+        color_primaries=int(cc.color_primaries or 2),
+        color_trc=int(cc.color_trc or 2),
+        sar=Fraction(sar) if sar and sar.numerator else None,
+    )
+
+
+def resolve_layout(frame: av.VideoFrame) -> tuple[av.VideoFrame, YUVLayout]:
+    """Return planes of a planar YUV format and how to read them, converting only when we must."""
+    fmt = frame.format
+    name = fmt.name
+    comps = fmt.components
+    planar_yuv = (
+        not fmt.is_rgb
+        and len(comps) >= 3
+        and [c.plane for c in comps[:3]] == [0, 1, 2]
+        and (name.endswith("le") or max(c.bits for c in comps) == 8)
+        and not name.startswith(("gray", "pal", "xyz"))
+    )
+    matrix = _MATRIX_OF_AVCOL.get(int(frame.colorspace))
+    if matrix is None:  # unspecified: the convention of players (mpv, browsers): HD is 709, SD is 601
+        matrix = "bt709" if frame.height > 576 or frame.width > 1024 else "bt601"
+    rng: Range = "full" if int(frame.color_range) == 2 or name.startswith("yuvj") else "limited"
+    if not planar_yuv:
+        # RGB, packed or semi-planar (nv12, p010) or grey input: let swscale repack it into a planar
+        # format with the matrix and range we then decode with, so both ends agree.
+        deep = max(c.bits for c in comps) > 8
+        if fmt.is_rgb:
+            matrix, rng = "bt709", "full"
+        frame = frame.reformat(
+            format="yuv444p16le" if deep else "yuv444p",
+            dst_colorspace=AVCOL_OF_MATRIX[matrix] if matrix != "bt601" else 5,
+            dst_color_range=AVCOL_RANGE[rng],
+        )
+        fmt, comps = frame.format, frame.format.components
+    bits = comps[0].bits
+    sub_x = int(frame.planes[1].width < frame.planes[0].width)
+    sub_y = int(frame.planes[1].height < frame.planes[0].height)
+    return frame, YUVLayout(bits=bits, sub_x=sub_x, sub_y=sub_y, matrix=matrix, range=rng)
+
+
+def plane_arrays(frame: av.VideoFrame, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Views of the three planes without their line padding: (H,W) uint8 or uint16."""
+    dtype = np.uint8 if bits <= 8 else np.dtype("<u2")
+    out = []
+    for p in frame.planes[:3]:
+        a = np.frombuffer(memoryview(p), dtype=dtype)
+        out.append(a.reshape(p.height, p.line_size // a.itemsize)[:, : p.width])
+    return out[0], out[1], out[2]
+
+
+def decode(
+    container: av.container.InputContainer,
+    stream: av.video.stream.VideoStream,
+    copy_streams: list[av.stream.Stream],
+    on_warning: Any,
+) -> Iterator[Frame | av.Packet]:
+    """Demux everything once: yield decoded video `Frame`s and, in file order, packets to copy.
+
+    Corrupt packets are skipped with one warning (as ffmpeg does); a source that ends early simply
+    ends the stream.  Frames without a pts get the previous pts plus the previous duration.
+    """
+    wanted = [stream, *copy_streams]
+    copy_ids = {s.index for s in copy_streams}
+    last_pts: int | None = None
+    step = 1
+    if stream.average_rate and stream.time_base:
+        step = max(1, round(1 / (stream.average_rate * stream.time_base)))
+    warned = False
+
+    def frames_of(packet: av.Packet | None) -> Iterator[Frame]:
+        nonlocal last_pts, warned
+        try:
+            decoded = stream.decode(packet)
+        except av.FFmpegError as e:
+            if not warned:
+                on_warning(f"skipping undecodable video data ({_reason(e)})")
+                warned = True
+            return
+        for f in decoded:
+            pts = f.pts
+            if pts is None:
+                pts = 0 if last_pts is None else last_pts + step
+            elif last_pts is not None and pts <= last_pts:
+                if not warned:
+                    on_warning(f"non-increasing timestamp {pts} after {last_pts}; shifting it")
+                    warned = True
+                pts = last_pts + 1
+            last_pts = pts
+            g, layout = resolve_layout(f)
+            yield Frame(plane_arrays(g, layout.bits), layout, pts, int(f.rotation or 0) % 360, g)
+
+    try:
+        for packet in container.demux(wanted):
+            if packet.stream.index in copy_ids:
+                if packet.size:
+                    yield packet
+                continue
+            if packet.size == 0:  # the demuxer's end marker for this stream: flush below
+                continue
+            yield from frames_of(packet)
+    except av.FFmpegError as e:  # truncated or damaged container: keep what was decoded
+        on_warning(f"input ends early or is damaged ({_reason(e)}); keeping the frames before it")
+    yield from frames_of(None)

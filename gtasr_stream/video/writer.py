@@ -1,0 +1,332 @@
+"""Output side of the pipeline: encoder choice, encoding with the input's timestamps, stream copy.
+
+Owns: picking the encoder and pixel format, writing colour tags, SAR and rotation, muxing copied
+audio/subtitle/data packets untouched, and the atomic write (a temporary file beside OUT, renamed
+only after the container was closed without error).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+
+from ..errors import UserError
+from .color import YUVLayout
+from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo
+
+# Which encoder option takes --crf, and its default when --crf is not given.
+CRF_OPTION: dict[str, tuple[str, float]] = {
+    "libx264": ("crf", 18),
+    "libx265": ("crf", 20),
+    "libsvtav1": ("crf", 30),
+    "libvpx-vp9": ("crf", 24),
+    "h264_nvenc": ("cq", 21),
+    "hevc_nvenc": ("cq", 23),
+    "av1_nvenc": ("cq", 28),
+}
+NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+_SUB = {(1, 1): "420", (1, 0): "422", (0, 0): "444"}
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Everything the user can say about the output file."""
+
+    codec: str = "auto"  # 'auto' or any FFmpeg encoder name
+    crf: float | None = None  # quality; None = the encoder's entry in CRF_OPTION
+    preset: str | None = None  # encoder speed preset, passed through
+    pix_fmt: str | None = None  # None = keep the input's subsampling and bit depth where possible
+    options: dict[str, str] = field(default_factory=dict)  # -e key=value, applied last
+    container_format: str | None = None  # None = from OUT's extension ('matroska' for stdout)
+    copy_audio: bool = True
+    copy_subtitles: bool = True
+    copy_data: bool = True  # data and attachment-like streams (timecodes, fonts as streams)
+
+
+def check_output_path(dst: str, src: str, overwrite: bool) -> None:
+    """Refuse OUT == IN, an existing OUT without -y, a missing or unwritable folder."""
+    if dst == "-":
+        return
+    out = Path(dst)
+    if (
+        src != "-"
+        and "://" not in src
+        and Path(src).exists()
+        and ((out.exists() and out.samefile(src)) or out.resolve() == Path(src).resolve())
+    ):
+        raise UserError(f"output '{dst}' is the input file; choose another name")
+    if out.is_dir():
+        raise UserError(f"output '{dst}' is a directory; give a file name")
+    if out.exists() and not overwrite:
+        raise UserError(f"output '{dst}' exists; pass -y/--overwrite to replace it")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"output folder '{parent}' does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UserError(f"output folder '{parent}' is not writable")
+
+
+def choose_codec(opts: EncodeOptions, info: VideoInfo, container_format: str, cuda: bool) -> str:
+    if opts.codec != "auto":
+        try:
+            codec = av.codec.Codec(opts.codec, "w")
+        except (av.codec.codec.UnknownCodecError, ValueError):
+            raise UserError(f"-c/--codec: unknown encoder '{opts.codec}'") from None
+        if codec.type != "video":
+            raise UserError(f"-c/--codec: '{opts.codec}' is a {codec.type} encoder, not a video one")
+        return opts.codec
+    if container_format in ("webm",):
+        return "libsvtav1"
+    deep = info.bits > 8
+    if cuda:
+        nv = "hevc_nvenc" if deep else "h264_nvenc"
+        if _encoder_opens(nv):
+            return nv
+    return "libx265" if deep else "libx264"
+
+
+def _encoder_opens(name: str) -> bool:
+    """NVENC is in the wheel on every machine; only opening it tells whether the GPU has one."""
+    try:
+        ctx: Any = av.codec.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
+        ctx.time_base = Fraction(1, 25)
+        ctx.open()
+        ctx.close()
+        return True
+    except Exception:
+        return False
+
+
+def choose_pix_fmt(codec: str, info: VideoInfo, requested: str | None, warn: Callable[[str], None]) -> str:
+    supported = [f.name for f in (av.codec.Codec(codec, "w").video_formats or [])]
+    if requested:
+        if supported and requested not in supported:
+            raise UserError(f"--pix-fmt: {codec} cannot encode {requested} (it takes {', '.join(supported)})")
+        return requested
+    sub = _SUB.get((info.sub_x, info.sub_y), "420")
+    deep = info.bits > 8
+    wanted = [f"yuv{sub}p10le", f"yuv{sub}p", "yuv420p10le", "yuv420p"] if deep else [f"yuv{sub}p", "yuv420p"]
+    for name in wanted:
+        if not supported or name in supported:
+            if deep and not name.endswith("10le"):
+                warn(f"{codec} cannot write 10-bit video: the output is 8-bit (try -c libx265)")
+            return name
+    fallback = supported[0]
+    warn(f"{codec} takes none of our planar YUV formats; converting to {fallback}")
+    return fallback
+
+
+def layout_for(pix_fmt: str, like: YUVLayout) -> YUVLayout:
+    """The planar layout we fill for `pix_fmt` (other formats are repacked by swscale in `write`)."""
+    fmt = av.VideoFormat(pix_fmt)
+    bits = 8 if max(c.bits for c in fmt.components) <= 8 else 10
+    sub = (
+        (1, 1)
+        if "420" in pix_fmt or pix_fmt.startswith(("nv12", "p01"))
+        else (1, 0)
+        if "422" in pix_fmt
+        else (0, 0)
+    )
+    return YUVLayout(bits=bits, sub_x=sub[0], sub_y=sub[1], matrix=like.matrix, range=like.range)
+
+
+class Sink:
+    """The output file: call `write` per frame (in presentation order), `mux` per copied packet."""
+
+    def __init__(
+        self,
+        dst: str | None,  # None: encode, then discard (--benchmark)
+        opts: EncodeOptions,
+        info: VideoInfo,
+        copy_streams: list[av.stream.Stream],  # in input order, with the video stream's place kept
+        video_index: int,  # input index of the video stream we encode
+        out_size: tuple[int, int],  # (height, width) of the encoded frames
+        cuda: bool,
+        warn: Callable[[str], None],
+    ) -> None:
+        self.dst, self.warn = dst, warn
+        self.height, self.width = out_size
+        self.tmp: Path | None = None
+        fmt = opts.container_format
+        target: Any
+        if dst is None:
+            fmt, target = "null", os.devnull
+        elif dst == "-":
+            fmt = fmt or "matroska"
+            target = sys.stdout.buffer
+        else:
+            out = Path(dst)
+            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=f".partial{out.suffix}")
+            os.close(fd)
+            self.tmp = Path(tmp)
+            target = tmp
+        try:
+            self.out = av.open(target, "w", format=fmt)
+        except (av.FFmpegError, ValueError) as e:
+            self._remove_tmp()
+            if fmt is None:
+                raise UserError(
+                    f"output '{dst}': cannot tell the container from its extension; pass -f/--format"
+                ) from None
+            raise UserError(f"-f/--format: cannot write '{fmt}' ({e})") from None
+        try:
+            self.codec = choose_codec(opts, info, self.out.format.name, cuda)
+            self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
+            # the output keeps the input's stream order: players pick "the first audio" etc.
+            before = [s for s in copy_streams if s.index < video_index]
+            self.stream_map = self._add_copy_streams(before, opts)
+            self.video = self._add_video_stream(opts, info)
+            after = [s for s in copy_streams if s.index > video_index]
+            self.stream_map |= self._add_copy_streams(after, opts)
+        except BaseException:
+            self.abort()
+            raise
+        self.pending: list[av.Packet] = []  # copied packets that arrive before the first frame
+        self.started = False
+        self.layout: YUVLayout | None = None
+
+    # -- setup ------------------------------------------------------------------------------------
+
+    def _add_copy_streams(self, streams: list[av.stream.Stream], opts: EncodeOptions) -> dict[int, Any]:
+        mapping: dict[int, Any] = {}
+        supported = self.out.supported_codecs
+        for s in streams:
+            kind = s.type
+            wanted = {"audio": opts.copy_audio, "subtitle": opts.copy_subtitles}.get(kind, opts.copy_data)
+            if not wanted:
+                continue
+            name = s.codec_context.name if s.codec_context else "data"
+            if kind != "data" and name not in supported:
+                self.warn(
+                    f"{kind} stream #{s.index} ({name}) cannot be stored in {self.out.format.name};"
+                    " it is left out (use .mkv to keep every stream)"
+                )
+                continue
+            try:
+                mapping[s.index] = self.out.add_stream_from_template(s)
+            except Exception as e:
+                self.warn(f"{kind} stream #{s.index} ({name}) cannot be copied ({e}); it is left out")
+        return mapping
+
+    def _add_video_stream(self, opts: EncodeOptions, info: VideoInfo) -> Any:
+        options = {}
+        if self.codec in CRF_OPTION:
+            key, default = CRF_OPTION[self.codec]
+            options[key] = f"{opts.crf if opts.crf is not None else default:g}"
+            if self.codec in NVENC:
+                options["rc"] = "vbr"
+            if self.codec == "libvpx-vp9":
+                options["b"] = "0"
+        elif opts.crf is not None:
+            raise UserError(f"--crf: {self.codec} has no CRF mode; set its quality with -e key=value")
+        if self.codec == "libx265":
+            options["x265-params"] = "log-level=error"  # x265 prints its own stats otherwise
+        if opts.preset:
+            options["preset"] = opts.preset
+        options.update(opts.options)
+        try:
+            stream = self.out.add_stream(self.codec, rate=info.rate, options=options)
+        except (av.FFmpegError, ValueError) as e:
+            raise UserError(f"-c/--codec: cannot use {self.codec} in {self.out.format.name} ({e})") from None
+        cc: Any = stream.codec_context
+        cc.width, cc.height, cc.pix_fmt = self.width, self.height, self.pix_fmt
+        cc.time_base = info.time_base
+        stream.time_base = info.time_base
+        if info.sar:
+            cc.sample_aspect_ratio = info.sar
+        cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
+        cc.thread_count = 0
+        return stream
+
+    # -- writing ----------------------------------------------------------------------------------
+
+    def start(self, in_layout: YUVLayout, rotation: int) -> YUVLayout:
+        """Fix colour tags and rotation from the first frame; returns the layout to convert to."""
+        self.layout = layout_for(self.pix_fmt, in_layout)
+        cc = self.video.codec_context
+        cc.colorspace = AVCOL_OF_MATRIX[in_layout.matrix]
+        cc.color_range = AVCOL_RANGE[in_layout.range]
+        if rotation:
+            self.video.set_display_rotation(rotation)
+        self.started = True
+        for p in self.pending:
+            self.mux(p)
+        self.pending.clear()
+        return self.layout
+
+    def write(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], pts: int) -> None:
+        """planes: Y (H,W), U, V code values in `self.layout`; pts in the input's time base."""
+        assert self.layout is not None, "start() first"
+        fmt = av.VideoFormat(self.pix_fmt)
+        planar = fmt.name.startswith("yuv") and len(fmt.components) >= 3
+        frame = av.VideoFrame(self.width, self.height, self.pix_fmt if planar else _planar_name(self.layout))
+        dtype = np.uint8 if self.layout.bits <= 8 else np.dtype("<u2")
+        for plane, data in zip(frame.planes, planes, strict=False):
+            buf = np.frombuffer(memoryview(plane), dtype=dtype)
+            buf.reshape(plane.height, plane.line_size // buf.itemsize)[:, : plane.width] = data
+        frame.colorspace = self.video.codec_context.colorspace
+        frame.color_range = self.video.codec_context.color_range
+        if not planar:
+            frame = frame.reformat(format=self.pix_fmt)
+        frame.pts = pts
+        frame.time_base = self.video.codec_context.time_base
+        self._mux_all(self.video.encode(frame))
+
+    def mux(self, packet: av.Packet) -> None:
+        """Copy one packet of another stream untouched (timestamps rebased by the muxer)."""
+        out = self.stream_map.get(packet.stream.index)
+        if out is None:
+            return
+        if not self.started:
+            self.pending.append(packet)
+            return
+        packet.stream = out
+        self._mux_all([packet])
+
+    def _mux_all(self, packets: list[av.Packet]) -> None:
+        try:
+            self.out.mux(packets)
+        except OSError as e:
+            raise UserError(f"output '{self.dst}': write failed ({e.strerror or e})") from None
+
+    def close(self) -> None:
+        """Flush the encoder, finish the container, and only then move it to OUT."""
+        if not self.started:
+            self.abort()
+            return
+        self._mux_all(self.video.encode(None))
+        try:
+            self.out.close()
+        except OSError as e:
+            self._remove_tmp()
+            raise UserError(f"output '{self.dst}': write failed ({e.strerror or e})") from None
+        if self.tmp is not None and self.dst is not None:
+            os.replace(self.tmp, self.dst)
+            self.tmp = None
+
+    def abort(self) -> None:
+        """Drop everything written so far: no partial file is left at or beside OUT."""
+        with contextlib.suppress(Exception):
+            self.out.close()
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self.tmp is not None:
+            self.tmp.unlink(missing_ok=True)
+            self.tmp = None
+
+
+def _planar_name(layout: YUVLayout) -> str:
+    sub = _SUB[(layout.sub_x, layout.sub_y)]
+    return f"yuv{sub}p" if layout.bits == 8 else f"yuv{sub}p{layout.bits}le"

@@ -1,0 +1,52 @@
+"""Shared fixtures: a small random-weight model file, the shared data folder, the CLI runner."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 'tiny' preset with seeded random weights (the runtime must not care that it is untrained)."""
+    from gtasr_stream.model import build_network
+    from gtasr_stream.weights import save_weights
+
+    torch.manual_seed(0)
+    net = build_network("tiny")
+    with torch.no_grad():  # zero-initialised layers would make every block an identity
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.02)
+    path = tmp_path_factory.mktemp("weights") / "tiny.safetensors"
+    save_weights(path, net, "tiny", "random weights for tests")
+    return path
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is absent (a fresh clone has no ../shared; CI has it)")
+    return SHARED
+
+
+def run_cli(
+    *args: str | Path, stdin: bytes | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[bytes]:
+    """Run `gtasr-stream` as a user would, in a child process."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run(
+        [sys.executable, "-m", "gtasr_stream", *map(str, args)],
+        input=stdin,
+        capture_output=True,
+        timeout=timeout,
+        env=env,
+        cwd=REPO,
+    )

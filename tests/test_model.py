@@ -1,0 +1,120 @@
+"""The network: the paper preset's size, shapes of every preset, and input validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from gtasr_stream.model import PRESETS, GTASRNet, build_network
+from gtasr_stream.model.network import count_macs, group_norm
+
+
+@pytest.fixture(scope="module")
+def paper() -> GTASRNet:
+    torch.manual_seed(0)
+    return build_network("paper").eval()
+
+
+def randomise(net: GTASRNet, std: float = 0.05) -> None:
+    """Give the zero-initialised layers weights too, so every path reaches the output."""
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * std)
+
+
+def test_paper_parameter_count_matches_publication(paper: GTASRNet) -> None:
+    n = sum(p.numel() for p in paper.parameters())
+    print(f"paper preset: {n / 1e6:.3f} M parameters (published 171.5 M)")
+    assert abs(n - 171.5e6) / 171.5e6 < 0.01
+
+
+def test_paper_has_21_attention_wrappers_and_multiple_64(paper: GTASRNet) -> None:
+    wrappers = [m for m in paper.modules() if type(m).__name__ == "SwinWrapper"]
+    assert len(wrappers) == 21
+    assert paper.cfg.multiple == 64
+
+
+def test_paper_forward_shape_and_compute(paper: GTASRNet) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lq = torch.randn(1, 3, 64, 64)
+    x = torch.randn(1, 3, 256, 256)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = paper(x, torch.tensor([0.3]), lq)
+    assert out.shape == (1, 3, 256, 256)
+    assert torch.isfinite(out).all()
+    # METHOD.md: about 0.61 TMAC for 128x128 LR; compute is linear in pixels.
+    tmac_128 = counter.get_total_flops() / 2 * 4 / 1e12
+    print(f"paper preset: {tmac_128:.3f} TMAC at 128x128 LR (published about 0.61)")
+    assert 0.60 <= tmac_128 <= 0.62
+
+
+def test_small_presets_are_within_compute_budget() -> None:
+    # MACs per 960x540 LR frame (scaled from 64x64): small 0.3-0.6 TMAC, tiny 30-80 GMAC.
+    budgets = {"small": (300e9, 600e9), "tiny": (30e9, 80e9)}
+    for name, (lo, hi) in budgets.items():
+        net = build_network(name)
+        m = net.cfg.multiple
+        macs = count_macs(net, (m, m)) / (m * m) * 960 * 540
+        print(f"{name}: {macs / 1e9:.1f} GMAC per 960x540 frame")
+        assert lo <= macs <= hi, (name, macs)
+
+
+@pytest.mark.parametrize("preset", ["small", "tiny"])
+def test_forward_shape_on_rectangular_multiples(preset: str) -> None:
+    torch.manual_seed(0)
+    net = build_network(preset).eval()
+    randomise(net)
+    m = net.cfg.multiple
+    lq = torch.randn(2, 3, m, 2 * m)
+    x = torch.randn(2, 3, 4 * m, 8 * m)
+    with torch.no_grad():
+        out = net(x, torch.tensor([-1.5, 0.0]), lq)
+        out_t = net(x, torch.tensor([0.0, 0.0]), lq)
+    assert out.shape == (2, 3, 4 * m, 8 * m)
+    assert torch.isfinite(out).all()
+    # c_noise reaches the output (the time embedding is wired): sample 0 changes, sample 1 not.
+    assert not torch.allclose(out[0], out_t[0])
+    torch.testing.assert_close(out[1], out_t[1])
+
+
+def test_forward_rejects_sizes_off_the_multiple() -> None:
+    net = build_network("tiny")
+    m = net.cfg.multiple
+    with pytest.raises(AssertionError):
+        net(torch.zeros(1, 3, 4 * (m + 8), 4 * m), torch.zeros(1), torch.zeros(1, 3, m + 8, m))
+
+
+def test_multiples_of_presets() -> None:
+    assert {k: v.multiple for k, v in PRESETS.items()} == {"paper": 64, "small": 64, "tiny": 32}
+
+
+def test_unknown_preset_names_the_allowed_ones() -> None:
+    with pytest.raises(ValueError, match="unknown network preset 'huge'; allowed: paper, small, tiny"):
+        build_network("huge")
+
+
+@pytest.mark.parametrize(("channels", "groups"), [(192, 32), (576, 32), (16, 4), (48, 12), (96, 24)])
+def test_group_norm_groups_divide_channels(channels: int, groups: int) -> None:
+    assert group_norm(channels, 32).num_groups == groups
+
+
+def test_attention_is_window_local_with_relative_bias() -> None:
+    # Without the (image-wide) GroupNorms, changing one 8x8 window changes no other window.
+    from gtasr_stream.model.network import SwinBlock
+
+    torch.manual_seed(0)
+    block = SwinBlock(64, PRESETS["tiny"]).eval()
+    block.norm1, block.norm2 = torch.nn.Identity(), torch.nn.Identity()  # type: ignore[assignment]
+    x = torch.randn(1, 64, 16, 16)
+    x2 = x.clone()
+    x2[:, :, :8, :8] += 1.0
+    with torch.no_grad():
+        diff = (block(x) - block(x2)).abs()
+    assert diff[:, :, :8, :8].mean() > 0.1
+    assert diff[:, :, 8:, :].max() == 0 and diff[:, :, :, 8:].max() == 0
+    # The bias index: the zero offset sits at the centre of the (2w-1)^2 table.
+    index = block.rel_index
+    assert index.shape == (64, 64)
+    assert (index.diagonal() == 7 * 15 + 7).all()
+    assert int(index.min()) == 0 and int(index.max()) == 15 * 15 - 1

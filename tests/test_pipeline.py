@@ -1,0 +1,162 @@
+"""End to end through the Python API: frames, sizes, timestamps, streams and tags survive."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from media import make_clip
+
+from gtasr_stream import EncodeOptions, Upscaler, upscale_video
+from gtasr_stream.model import upsample_lq
+
+
+@dataclass
+class Probe:
+    width: int = 0
+    height: int = 0
+    pix_fmt: str = ""
+    pts: list[Fraction] = field(default_factory=list)  # seconds, presentation order
+    audio: list[bytes] = field(default_factory=list)
+    subtitles: list[bytes] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    tags: tuple[int, int, int, int] = (0, 0, 0, 0)  # colorspace, range, primaries, trc
+    sar: Fraction | None = None
+    rotation: int = 0
+
+
+def probe(path: Path) -> Probe:
+    p = Probe()
+    with av.open(str(path)) as c:
+        p.kinds = [s.type for s in c.streams]
+        v = c.streams.video[0]
+        cc = v.codec_context
+        p.width, p.height, p.pix_fmt, p.sar = cc.width, cc.height, cc.pix_fmt, v.sample_aspect_ratio
+        for packet in c.demux():
+            if packet.stream.type == "video":
+                for f in packet.decode():
+                    p.pts.append(f.pts * f.time_base)
+                    p.tags = (int(f.colorspace), int(f.color_range), int(f.color_primaries), int(f.color_trc))
+                    p.rotation = f.rotation
+            elif packet.size and packet.stream.type == "audio":
+                p.audio.append(bytes(packet))
+            elif packet.size and packet.stream.type == "subtitle":
+                p.subtitles.append(bytes(packet))
+    return p
+
+
+@pytest.fixture(scope="module")
+def upscaler(tiny_weights: Path) -> Upscaler:
+    return Upscaler(weights=tiny_weights, device="cpu", batch=3)
+
+
+@pytest.mark.parametrize("ext", ["mkv", "mp4"])
+def test_vfr_clip_with_audio_and_subtitles(tmp_path, upscaler, ext):
+    clip = make_clip(
+        tmp_path / f"in.{ext}",
+        frames=10,
+        vfr=True,
+        audio=True,
+        subtitles=True,
+        colorspace=1,
+        color_range=1,
+        color_primaries=1,
+        color_trc=1,
+    )
+    src, dst = probe(clip.path), tmp_path / f"out.{ext}"
+    stats = upscale_video(str(clip.path), str(dst), upscaler)
+    out = probe(dst)
+    assert stats.encoded == len(src.pts) == 10
+    assert (out.width, out.height) == (4 * src.width, 4 * src.height)
+    assert out.pts == src.pts  # every timestamp, variable frame rate included
+    assert out.audio == src.audio and out.audio  # packet for packet, byte for byte
+    assert out.subtitles == src.subtitles and out.subtitles
+    assert out.kinds == src.kinds  # stream order kept
+    assert out.tags == src.tags == (1, 1, 1, 1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([clip.path.name, dst.name])  # no temp left
+
+
+def test_ten_bit_stays_ten_bit(tmp_path, upscaler):
+    clip = make_clip(
+        tmp_path / "in.mkv", frames=4, pix_fmt="yuv420p10le", codec="libx265", width=64, height=48
+    )
+    dst = tmp_path / "out.mkv"
+    stats = upscale_video(str(clip.path), str(dst), upscaler)
+    out = probe(dst)
+    assert stats.codec == "libx265" and out.pix_fmt == "yuv420p10le"
+    assert len(out.pts) == 4
+
+
+def test_ten_bit_to_eight_bit_encoder_warns(tmp_path, upscaler):
+    clip = make_clip(tmp_path / "in.mkv", frames=3, pix_fmt="yuv444p10le", codec="ffv1")
+    warnings: list[str] = []
+    upscale_video(
+        str(clip.path),
+        str(tmp_path / "out.mkv"),
+        upscaler,
+        EncodeOptions(codec="mpeg4"),
+        on_warning=warnings.append,
+    )
+    assert any("8-bit" in w for w in warnings)
+    assert probe(tmp_path / "out.mkv").pix_fmt == "yuv420p"
+
+
+def test_odd_size_444_rotation_and_sar(tmp_path, upscaler):
+    clip = make_clip(
+        tmp_path / "in.mkv",
+        width=37,
+        height=23,
+        frames=3,
+        pix_fmt="yuv444p",
+        rotation=90,
+        sar=Fraction(128, 117),
+    )
+    dst = tmp_path / "out.mkv"
+    upscale_video(str(clip.path), str(dst), upscaler)
+    out = probe(dst)
+    assert (out.width, out.height) == (148, 92)
+    assert out.pix_fmt == "yuv444p"
+    assert out.rotation == 90
+    assert out.sar == Fraction(128, 117)
+
+
+def test_outscale_resizes_to_even_size(tmp_path, upscaler):
+    clip = make_clip(tmp_path / "in.mp4", width=50, height=30, frames=2)
+    dst = tmp_path / "out.mp4"
+    upscale_video(str(clip.path), str(dst), upscaler, outscale=2.5)
+    out = probe(dst)
+    assert (out.width, out.height) == (126, 76)  # 125x75 rounded to even for 4:2:0
+
+
+def test_output_frames_follow_input_frames(tmp_path, tiny_weights):
+    """With bicubic in place of the network, each output frame is its input frame, colours kept."""
+    clip = make_clip(tmp_path / "in.mkv", frames=6, pix_fmt="yuv444p", codec="ffv1", width=48, height=32)
+    dst = tmp_path / "out.mkv"
+    up = Upscaler(weights=tiny_weights, device="cpu", batch=4, noise="none")
+    up.step = lambda lq, eps: upsample_lq(lq)
+    upscale_video(str(clip.path), str(dst), up, EncodeOptions(codec="ffv1"))
+
+    def frames(path):
+        with av.open(str(path)) as c:
+            return [f.to_ndarray(format="rgb24").astype(np.float32) for f in c.decode(video=0)]
+
+    src, out = frames(clip.path), frames(dst)
+    small = [o.reshape(32, 4, 48, 4, 3).mean(axis=(1, 3)) for o in out]
+    assert len(out) == len(src) == 6
+    for i, s in enumerate(small):
+        dists = [np.abs(s - x).mean() for x in src]
+        print(f"frame {i}: mean abs difference to its input {dists[i]:.2f} (8-bit code values)")
+        assert int(np.argmin(dists)) == i  # in order, unmixed
+        assert dists[i] < 3.0  # colour conversion both ways plus bicubic/box: no colour shift
+
+
+def test_benchmark_writes_nothing(tmp_path, upscaler):
+    clip = make_clip(tmp_path / "in.mp4", frames=5, audio=True)
+    stats = upscale_video(str(clip.path), None, upscaler)
+    assert stats.encoded == 5 and set(stats.stage_fps()) == {"decode", "upscale", "encode"}
+    assert stats.slowest in ("decode", "upscale", "encode")
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
