@@ -55,7 +55,7 @@ class _Printer:
 
     def warn(self, msg: str) -> None:
         if not self.quiet:
-            console.print(f"[yellow]gtasr-stream: warning:[/] {msg}")
+            console.print(f"[yellow]gtasr-stream: warning:[/] {msg}", soft_wrap=True)
 
 
 @main.command("upscale")
@@ -265,7 +265,7 @@ def _upscale(
     )
     task = progress.add_task("upscaling", total=None, fps=0.0, slowest="-", total_s="?")
 
-    def on_progress(s: Stats) -> None:
+    def report(s: Stats) -> None:
         progress.update(
             task,
             completed=s.encoded,
@@ -275,7 +275,12 @@ def _upscale(
             slowest=s.slowest,
         )
 
-    with progress:
+    def on_progress(s: Stats) -> None:  # started on the first report, after the checks passed
+        if not progress.live.is_started:
+            progress.start()
+        report(s)
+
+    try:
         stats = upscale_video(
             src,
             dst,
@@ -287,6 +292,8 @@ def _upscale(
             on_progress=on_progress,
             on_warning=out.warn,
         )
+    finally:
+        progress.stop()
     if out.quiet:
         return
     h, w = stats.out_size

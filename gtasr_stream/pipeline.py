@@ -270,8 +270,14 @@ def _even(x: float) -> int:
 
 
 def _estimate_frames(stream: Any) -> int | None:
-    if stream.duration and stream.time_base and stream.average_rate:
-        return int(stream.duration * stream.time_base * stream.average_rate)
+    """For the progress bar only: stream duration, else the container's (MKV has no frame count)."""
+    rate = stream.average_rate or stream.guessed_rate
+    if not rate:
+        return None
+    if stream.duration and stream.time_base:
+        return round(stream.duration * stream.time_base * rate)
+    if stream.container.duration:
+        return round(stream.container.duration / 1_000_000 * rate)  # AV_TIME_BASE units
     return None
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import UserError
+from .files import temp_beside
 from .model.network import PRESETS, GTASRNet, build_network
 
 FORMAT = "gtasr-stream"
@@ -60,15 +60,14 @@ def save_weights(
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     path = Path(path)
     # Temp file beside the target, then rename: a crash never leaves a half-written file at path.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial.tmp")
-    os.close(fd)
+    tmp = temp_beside(path, ".partial.tmp")
     try:
         save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
 
 

@@ -152,6 +152,10 @@ class Upscaler:
         if self.batch > 1:
             self.batch //= 2
             self.warn(f"out of GPU memory: batch reduced to {self.batch}")
+        elif max(h, w) <= MIN_TILE:  # a MIN_TILE tile would cover the whole frame: tiling cannot help
+            raise UserError(
+                f"out of GPU memory at batch 1 on a {w}x{h} frame; use a smaller preset or --device cpu"
+            )
         elif not self.tile or self.tile > max(h, w):
             self.tile = max(MIN_TILE, min(512, max(h, w) // 2))
             self.warn(f"out of GPU memory at batch 1: tiling with {self.tile}-px tiles")

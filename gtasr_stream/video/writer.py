@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,6 +20,7 @@ import av
 import numpy as np
 
 from ..errors import UserError
+from ..files import temp_beside
 from .color import YUVLayout
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo
 
@@ -83,7 +83,7 @@ def choose_codec(opts: EncodeOptions, info: VideoInfo, container_format: str, cu
         except (av.codec.codec.UnknownCodecError, ValueError):
             raise UserError(f"-c/--codec: unknown encoder '{opts.codec}'") from None
         if codec.type != "video":
-            raise UserError(f"-c/--codec: '{opts.codec}' is a {codec.type} encoder, not a video one")
+            raise UserError(f"-c/--codec: '{opts.codec}' is not a video encoder (it is for {codec.type})")
         return opts.codec
     if container_format in ("webm",):
         return "libsvtav1"
@@ -167,12 +167,12 @@ class Sink:
             target = sys.stdout.buffer
         else:
             out = Path(dst)
-            fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.stem}.", suffix=f".partial{out.suffix}")
-            os.close(fd)
-            self.tmp = Path(tmp)
-            target = tmp
+            self.tmp = temp_beside(out, f".partial{out.suffix}")
+            target = str(self.tmp)
+        # MP4/MOV on a pipe cannot seek back to write its index: fragment it instead.
+        streaming = {"movflags": "frag_keyframe+empty_moov"} if dst == "-" and fmt in ("mp4", "mov") else {}
         try:
-            self.out = av.open(target, "w", format=fmt)
+            self.out = av.open(target, "w", format=fmt, options=streaming)
         except (av.FFmpegError, ValueError) as e:
             self._remove_tmp()
             if fmt is None:
