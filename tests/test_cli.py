@@ -11,8 +11,10 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 from conftest import REPO, run_cli
 from media import make_clip, write_audio_only, write_garbage, write_no_frames, write_truncated
+from safetensors.torch import save_file
 
 
 @pytest.fixture(scope="module")
@@ -64,11 +66,11 @@ def test_benchmark_reports_stages(clip, tiny_weights):
 def _cases(tmp: Path, clip: Path, weights: Path) -> list[tuple[list[str | Path], str]]:
     """(arguments, expected part of the message) for each bad input."""
     bad_weights = tmp / "wrong.safetensors"
-    from safetensors.torch import save_file
-    import torch
-
-    save_file({"x": torch.zeros(1)}, str(bad_weights), metadata={"format": "gtasr-stream", "preset": "tiny",
-                                                                 "format_version": "1"})
+    save_file(
+        {"x": torch.zeros(1)},
+        str(bad_weights),
+        metadata={"format": "gtasr-stream", "preset": "tiny", "format_version": "1"},
+    )
     existing = tmp / "exists.mp4"
     existing.write_bytes(b"keep me")
     return [
@@ -134,8 +136,20 @@ def test_ctrl_c_stops_cleanly(tmp_path, tiny_weights):
     src = make_clip(tmp_path / "long.mkv", frames=400, width=96, height=64, codec="ffv1", pix_fmt="yuv444p")
     out = tmp_path / "out.mkv"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "gtasr_stream", str(src.path), str(out), "--weights", str(tiny_weights), "-b", "1"],
-        stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, cwd=REPO,
+        [
+            sys.executable,
+            "-m",
+            "gtasr_stream",
+            str(src.path),
+            str(out),
+            "--weights",
+            str(tiny_weights),
+            "-b",
+            "1",
+        ],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        cwd=REPO,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):

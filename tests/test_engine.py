@@ -109,6 +109,12 @@ def test_tiling_of_a_3x3_blur_is_exact_wherever_every_tile_had_the_context(
             edge[ya * s : yb * s, xa * s : (xa + r) * s] = True
         if xb < w:
             edge[ya * s : yb * s, (xb - r) * s : xb * s] = True
+    # Every LR pixel must lie at least `pad` px inside some crop (or at the image edge): the context.
+    covered = torch.zeros(h, w, dtype=torch.bool)
+    for ya, yb, xa, xb in boxes:
+        covered[ya + pad * (ya > 0) : yb - pad * (yb < h), xa + pad * (xa > 0) : xb - pad * (xb < w)] = True
+    assert covered.all()
+
     inside = err[~edge].max().item()
     at_edges = err[edge].max().item() if edge.any() else 0.0
     bound = 2 * smoothstep(r / (2 * pad))
@@ -291,7 +297,9 @@ def test_fixed_noise_is_one_tensor_per_size_and_seed(tiny_weights: Path) -> None
     up(torch.rand(1, 3, 16, 12))  # a frame in between draws nothing new
     assert torch.equal(up.noise_for(1, 64, 48), a)  # type: ignore[arg-type]
 
-    same = Upscaler(weights=tiny_weights, device="cpu", noise="fixed", seed=3).noise_for(1, 64, 48)
+    fresh_instance = Upscaler(weights=tiny_weights, device="cpu", noise="fixed", seed=3)
+    assert torch.equal(up.noise_for(1, 32, 24), fresh_instance.noise_for(1, 32, 24))  # type: ignore[arg-type]
+    same = fresh_instance.noise_for(1, 64, 48)  # nor on what sizes came before
     other = Upscaler(weights=tiny_weights, device="cpu", noise="fixed", seed=4).noise_for(1, 64, 48)
     assert same is not None and other is not None
     assert torch.equal(same, a)

@@ -49,7 +49,7 @@ def run_tiled(
     weight = lq.new_zeros(1, 1, h * scale, w * scale, dtype=torch.float32)
     for y0 in _starts(h, tile):
         for x0 in _starts(w, tile):
-            ya, yb = max(y0 - pad, 0), min(y0 + tile, h)
+            ya, yb = max(y0 - pad, 0), min(y0 + tile + pad, h)
             xa, xb = max(x0 - pad, 0), min(x0 + tile + pad, w)
             e = None if eps is None else eps[..., ya * scale : yb * scale, xa * scale : xb * scale]
             res = step(lq[..., ya:yb, xa:xb], e).float()
