@@ -261,7 +261,7 @@ def _upscale(
         TextColumn("slowest: {task.fields[slowest]}"),
         console=console,
         disable=out.quiet,
-        transient=False,
+        transient=True,  # replaced by the summary line (or the error)
     )
     task = progress.add_task("upscaling", total=None, fps=0.0, slowest="-", total_s="?")
 
@@ -275,8 +275,8 @@ def _upscale(
             slowest=s.slowest,
         )
 
-    def on_progress(s: Stats) -> None:  # started on the first report, after the checks passed
-        if not progress.live.is_started:
+    def on_progress(s: Stats) -> None:  # shown from the first frame written: errors come first
+        if not progress.live.is_started and s.encoded:
             progress.start()
         report(s)
 
