@@ -9,6 +9,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from media import make_clip
 
 from gtasr_stream import EncodeOptions, Upscaler, upscale_video
@@ -160,3 +161,57 @@ def test_benchmark_writes_nothing(tmp_path, upscaler):
     assert stats.encoded == 5 and set(stats.stage_fps()) == {"decode", "upscale", "encode"}
     assert stats.slowest in ("decode", "upscale", "encode")
     assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
+
+
+def test_reads_from_http_url(tmp_path, upscaler):
+    """URLs go straight to FFmpeg; a local HTTP server stands in for a remote one."""
+    import functools
+    import http.server
+    import threading
+
+    clip = make_clip(tmp_path / "in.mp4", frames=4, audio=True)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/in.mp4"
+        stats = upscale_video(url, str(tmp_path / "out.mkv"), upscaler)
+    finally:
+        server.shutdown()
+    assert stats.encoded == 4
+    assert probe(tmp_path / "out.mkv").audio == probe(clip.path).audio
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_pipeline(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "in.mp4", frames=9, vfr=True, audio=True)
+    up = Upscaler(weights=tiny_weights, device="cuda", batch=4)
+    assert up.dtype == torch.float16
+    stats = upscale_video(str(clip.path), str(tmp_path / "out.mp4"), up)
+    out = probe(tmp_path / "out.mp4")
+    assert stats.encoded == 9 and out.pts == probe(clip.path).pts
+
+
+@pytest.mark.parametrize(("src_ext", "dst_ext"), [("mkv", "mp4"), ("mp4", "mkv")])
+def test_text_subtitles_converted_between_containers(tmp_path, upscaler, src_ext, dst_ext):
+    """SRT cannot go into MP4 (nor mov_text into MKV): the cues are re-encoded, text and timing kept."""
+    clip = make_clip(tmp_path / f"in.{src_ext}", frames=6, subtitles=True)
+    dst = tmp_path / f"out.{dst_ext}"
+    warnings: list[str] = []
+    upscale_video(str(clip.path), str(dst), upscaler, on_warning=warnings.append)
+    assert any("converted to" in w for w in warnings)
+
+    def cues(path):
+        with av.open(str(path)) as c:
+            s = c.streams.subtitles[0]
+            out = []
+            for p in c.demux(s):
+                for rect in s.decode(p) if p.size else []:
+                    text = rect.ass.split(b",", 8)[-1].split(b"}")[-1]  # drop ASS style overrides
+                    if text:
+                        out.append((p.pts * p.time_base, p.duration * p.time_base, text))
+            return out
+
+    assert cues(dst) == cues(clip.path) and len(cues(dst)) == 3

@@ -211,25 +211,25 @@ def decode(
     step = 1
     if stream.average_rate and stream.time_base:
         step = max(1, round(1 / (stream.average_rate * stream.time_base)))
-    warned = False
+    warned_corrupt = warned_pts = False
 
     def frames_of(packet: av.Packet | None) -> Iterator[Frame]:
-        nonlocal last_pts, warned
+        nonlocal last_pts, warned_corrupt, warned_pts
         try:
             decoded = stream.decode(packet)
         except av.FFmpegError as e:
-            if not warned:
+            if not warned_corrupt:
                 on_warning(f"skipping undecodable video data ({_reason(e)})")
-                warned = True
+                warned_corrupt = True
             return
         for f in decoded:
             pts = f.pts
             if pts is None:
                 pts = 0 if last_pts is None else last_pts + step
             elif last_pts is not None and pts <= last_pts:
-                if not warned:
+                if not warned_pts:
                     on_warning(f"non-increasing timestamp {pts} after {last_pts}; shifting it")
-                    warned = True
+                    warned_pts = True
                 pts = last_pts + 1
             last_pts = pts
             g, layout = resolve_layout(f)
@@ -247,3 +247,18 @@ def decode(
     except av.FFmpegError as e:  # truncated or damaged container: keep what was decoded
         on_warning(f"input ends early or is damaged ({_reason(e)}); keeping the frames before it")
     yield from frames_of(None)
+    _check_complete(container, stream, last_pts, step, on_warning)
+
+
+def _check_complete(container: Any, stream: Any, last_pts: int | None, step: int, on_warning: Any) -> None:
+    """Some demuxers stop silently at damage: compare where decoding ended with the stated length."""
+    if last_pts is None or not stream.time_base or not container.duration:
+        return
+    start = (stream.start_time or 0) * stream.time_base
+    ended = (last_pts + step) * stream.time_base - start
+    stated = Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
+    if stated - ended > max(3 * step * stream.time_base, stated / 50):
+        on_warning(
+            f"decoding stopped at {float(ended):.2f} s of {float(stated):.2f} s:"
+            " the input may be truncated or damaged; the output ends there"
+        )

@@ -18,6 +18,7 @@ from typing import Any
 
 import av
 import numpy as np
+from av.subtitles.subtitle import SubtitleSet
 
 from ..errors import UserError
 from ..files import temp_beside
@@ -34,6 +35,12 @@ CRF_OPTION: dict[str, tuple[str, float]] = {
     "hevc_nvenc": ("cq", 23),
     "av1_nvenc": ("cq", 28),
 }
+# Text subtitle codecs, in the order we convert to when a container cannot hold the input's.
+TEXT_SUBTITLES = ("mov_text", "subrip", "ass", "webvtt", "ssa", "text", "srt")
+_ASS_HEADER = (
+    b"[Script Info]\nScriptType: v4.00+\n\n[Events]\n"
+    b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
+)
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 _SUB = {(1, 1): "420", (1, 0): "422", (0, 0): "444"}
 
@@ -156,6 +163,7 @@ class Sink:
         warn: Callable[[str], None],
     ) -> None:
         self.dst, self.warn = dst, warn
+        self.convert: dict[int, Any] = {}  # input index -> input stream, for text subtitles we re-encode
         self.height, self.width = out_size
         self.tmp: Path | None = None
         fmt = opts.container_format
@@ -207,6 +215,16 @@ class Sink:
             if not wanted:
                 continue
             name = s.codec_context.name if s.codec_context else "data"
+            target = next((c for c in TEXT_SUBTITLES if c in supported), None)
+            if kind == "subtitle" and name not in supported and name in TEXT_SUBTITLES and target:
+                out = self.out.add_stream(target)
+                out.codec_context.subtitle_header = s.codec_context.subtitle_header or _ASS_HEADER
+                self.convert[s.index] = s
+                mapping[s.index] = out
+                self.warn(
+                    f"subtitle stream #{s.index} ({name}) converted to {target} for {self.out.format.name}"
+                )
+                continue
             if kind != "data" and name not in supported:
                 self.warn(
                     f"{kind} stream #{s.index} ({name}) cannot be stored in {self.out.format.name};"
@@ -291,8 +309,22 @@ class Sink:
         if not self.started:
             self.pending.append(packet)
             return
+        if packet.stream.index in self.convert:
+            self._mux_all(self._convert_subtitle(packet, out))
+            return
         packet.stream = out
         self._mux_all([packet])
+
+    def _convert_subtitle(self, packet: av.Packet, out: Any) -> list[av.Packet]:
+        """Re-encode one text-subtitle packet (e.g. mov_text <-> subrip), keeping its timing."""
+        packets = []
+        for rect in self.convert[packet.stream.index].decode(packet):
+            cue = SubtitleSet.create(rect.ass, 0, packet.duration or 0, pts=packet.pts or 0)
+            new = out.codec_context.encode_subtitle(cue)
+            new.pts = new.dts = packet.pts
+            new.duration, new.time_base, new.stream = packet.duration, packet.time_base, out
+            packets.append(new)
+        return packets
 
     def _mux_all(self, packets: list[av.Packet]) -> None:
         try:
