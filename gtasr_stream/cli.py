@@ -223,7 +223,10 @@ def _exit_on_error(fn: Any) -> None:
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("gtasr-stream: interrupted; nothing was written")
-        sys.exit(130)
+        sys.stderr.flush()
+        # The workers are stopped and the partial file removed; skip interpreter teardown, where
+        # torch's native thread pools can abort ("terminate called ...") after a mid-op interrupt.
+        os._exit(130)
     except Exception as e:
         if os.environ.get("GTASR_DEBUG"):
             raise

@@ -217,8 +217,10 @@ class Sink:
             name = s.codec_context.name if s.codec_context else "data"
             target = next((c for c in TEXT_SUBTITLES if c in supported), None)
             if kind == "subtitle" and name not in supported and name in TEXT_SUBTITLES and target:
-                out = self.out.add_stream(target)
-                out.codec_context.subtitle_header = s.codec_context.subtitle_header or _ASS_HEADER
+                out: Any = self.out.add_stream(target)
+                out.codec_context.subtitle_header = (
+                    getattr(s.codec_context, "subtitle_header", None) or _ASS_HEADER
+                )
                 self.convert[s.index] = s
                 mapping[s.index] = out
                 self.warn(
