@@ -1,0 +1,254 @@
+"""The training loop: it learns, shares epsilon along a trajectory, resumes exactly, runs under DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from gtasr_stream import Upscaler
+from gtasr_stream.model import ConsistencyModel, build_network
+from training.losses import LossWeights, combine
+from training.lpips import LPIPS
+from training.options import Stage1Options, Stage2Options
+from training.train import batch_terms, train
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three smooth random 'photos' (no ../shared needed)."""
+    folder = tmp_path_factory.mktemp("photos")
+    g = torch.Generator().manual_seed(0)
+    for i in range(3):
+        img = torch.nn.functional.interpolate(
+            torch.rand(1, 3, 12, 12, generator=g), size=(160, 176), mode="bicubic"
+        )
+        Image.fromarray((img[0].clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)).save(
+            folder / f"{i}.png"
+        )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def lpips_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """LPIPS-VGG with seeded random weights: the loop's behaviour does not depend on the real ones."""
+    torch.manual_seed(0)
+    net = LPIPS()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn_like(p) * 0.05 if p.ndim == 4 and p.shape[-1] == 3 else p.abs() + 0.01)
+    path = tmp_path_factory.mktemp("lpips") / "lpips.safetensors"
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def cheap_lpips(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """A stand-in distance for the loop's unit tests: VGG16 on a 2-core CPU is too slow for 25 steps."""
+    return (x - y).abs().mean(dim=(1, 2, 3))
+
+
+def options(photos: Path, lpips_file: Path, out: Path, **kw) -> Stage1Options:
+    base = dict(
+        data=photos,
+        out=out,
+        preset="tiny",
+        crop=128,
+        batch=1,
+        steps=4,
+        lpips=lpips_file,
+        checkpoint_every=2,
+        log_every=1,
+        device="cpu",
+        lr=1e-3,
+    )
+    return Stage1Options(**(base | kw))
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a model and records the x it is called with."""
+
+    def __init__(self, model: ConsistencyModel) -> None:
+        super().__init__()
+        self.model, self.calls = model, []
+
+    def forward(self, x, eta, lq):
+        self.calls.append((x.detach().clone(), eta.detach().clone()))
+        return self.model(x, eta, lq)
+
+
+def test_pair_shares_epsilon(photos, lpips_file, tmp_path):
+    """x_{n+1} and x_n are points of ONE trajectory: (x - (1-eta) x0) / eta is the same y + eps."""
+    cfg = options(photos, lpips_file, tmp_path)
+    lp = cheap_lpips
+    x0 = torch.rand(2, 3, 128, 128) * 2 - 1
+    lq = torch.nn.functional.avg_pool2d(x0, 4)
+    for seed in range(20):  # until a batch draws n > 0, where the target is a model call
+        rec = Recorder(ConsistencyModel(build_network("tiny")))
+        batch_terms(cfg, 0, rec, rec, rec, lp, x0, lq, torch.Generator().manual_seed(seed))
+        (x_hi, eta_hi), *rest = rec.calls
+        if rest and float(rest[0][1][0]) > 0:
+            (x_lo, eta_lo) = rest[0]
+            z_hi = (x_hi - (1 - eta_hi[0]) * x0) / eta_hi[0]
+            z_lo = (x_lo - (1 - eta_lo[0]) * x0) / eta_lo[0]
+            print(f"max |z_hi - z_lo| = {(z_hi - z_lo).abs().max():.2e}")
+            assert torch.allclose(z_hi, z_lo, atol=1e-4)
+            return
+    pytest.fail("no batch with n > 0 in 20 seeds")
+
+
+def test_steps_on_one_batch_lower_the_loss(photos, lpips_file, tmp_path):
+    cfg = options(photos, lpips_file, tmp_path)
+    lp = cheap_lpips
+    torch.manual_seed(0)
+    model = ConsistencyModel(build_network("tiny"))
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.9))
+    x0 = torch.nn.functional.interpolate(torch.rand(2, 3, 8, 8), size=(128, 128), mode="bilinear") * 2 - 1
+    lq = torch.nn.functional.avg_pool2d(x0, 4)
+    losses = []
+    for _ in range(25):
+        terms = batch_terms(cfg, 0, model, model, model, lp, x0, lq, torch.Generator().manual_seed(3))
+        loss, _ = combine(terms, LossWeights())
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_resume_equals_uninterrupted(photos, lpips_file, tmp_path):
+    full = train(options(photos, lpips_file, tmp_path / "full"), "stage1")
+    part = options(photos, lpips_file, tmp_path / "part")
+
+    def kill(step: int, _: dict) -> None:
+        if step == 2:  # right after the step-2 checkpoint
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(part, "stage1", on_step=kill)
+    resumed = train(dataclasses.replace(part, resume=True), "stage1")
+    a, b = load_file(str(full)), load_file(str(resumed))
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"max weight difference resumed vs uninterrupted: {diff}")
+    assert diff == 0.0
+    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == 4
+
+
+def test_stage2_from_stage1_makes_weights_gtasr_stream_runs(photos, lpips_file, tmp_path):
+    train(options(photos, lpips_file, tmp_path / "s1", steps=2), "stage1")
+    s2 = Stage2Options(
+        data=photos,
+        out=tmp_path / "s2",
+        init=tmp_path / "s1",
+        preset="tiny",
+        crop=128,
+        batch=1,
+        steps=2,
+        lpips=lpips_file,
+        device="cpu",
+        val=photos,
+        sample_every=2,
+    )
+    final = train(s2, "stage2")
+    up = Upscaler(weights=final, device="cpu")
+    assert up.meta["preset"] == "tiny" and "stage2" in up.meta["provenance"]
+    assert up(torch.rand(1, 3, 20, 24)).shape == (1, 3, 80, 96)
+    assert (tmp_path / "s2" / "samples" / "stage2_00000002.png").is_file()
+
+
+def test_rect_published_has_no_gradient(photos, lpips_file, tmp_path):
+    """--rect-published drops Rect's gradient: the update then equals one without Rect's gradient."""
+    lp = cheap_lpips
+    x0 = torch.rand(1, 3, 128, 128) * 2 - 1
+    lq = torch.nn.functional.avg_pool2d(x0, 4)
+    grads = {}
+    for published in (False, True):
+        torch.manual_seed(0)
+        model = ConsistencyModel(build_network("tiny"))
+        cfg = Stage2Options(data=photos, out=tmp_path, rect_published=published, crop=128, lpips=lpips_file)
+        terms = batch_terms(cfg, 0, model, model, model, lp, x0, lq, torch.Generator().manual_seed(1))
+        if terms["rect"].requires_grad:
+            terms["rect"].sum().backward()
+        grads[published] = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+    assert grads[False] > 0 and grads[True] == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_gloo(photos, lpips_file, tmp_path):
+    out = tmp_path / "ddp"
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        "-m",
+        "training.cli",
+        "stage1",
+        "--data",
+        str(photos),
+        "--out",
+        str(out),
+        "--crop",
+        "128",
+        "--batch",
+        "1",
+        "--steps",
+        "2",
+        "--lpips",
+        str(lpips_file),
+        "--device",
+        "cpu",
+        "--log-every",
+        "1",
+    ]
+    r = subprocess.run(
+        cmd, capture_output=True, timeout=300, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
+    assert r.returncode == 0, r.stderr.decode()[-3000:]
+    assert (out / "ema.safetensors").is_file()
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2  # rank 0 alone writes
+
+
+def test_cli_missing_lpips_is_one_line(photos, tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "stage1",
+            "--data",
+            str(photos),
+            "--out",
+            str(tmp_path / "o"),
+            "--lpips",
+            str(tmp_path / "nope.safetensors"),
+            "--steps",
+            "1",
+        ],
+        capture_output=True,
+        cwd=REPO,
+    )
+    err = r.stderr.decode()
+    assert r.returncode == 1 and "LPIPS weights not found" in err and "Traceback" not in err

@@ -1,0 +1,1 @@
+"""gtasr-train: reproduce GTASR on an image folder (Stage I, Stage II), resume, evaluate."""

@@ -1,0 +1,135 @@
+"""`gtasr-train`: stage1, stage2, evaluate.  Parses flags into the options dataclasses and prints."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from .options import Stage1Options, Stage2Options, TrainOptions
+
+console = Console(stderr=True, highlight=False)
+_DIR = click.Path(file_okay=False, path_type=Path)
+
+
+def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The flags every training stage takes (TrainOptions' fields); defaults come from the dataclass."""
+    d = TrainOptions.__dataclass_fields__
+    options = [
+        click.option(
+            "--data",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            required=True,
+            help="Folder of HR photos.",
+        ),
+        click.option("--out", type=_DIR, required=True, help="Run folder (checkpoints, metrics, samples)."),
+        click.option("--preset", default=d["preset"].default, show_default=True, help="Network preset."),
+        click.option(
+            "--val",
+            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            help="Photos for the sample grids.",
+        ),
+        click.option("--steps", type=click.IntRange(1), help="Total steps of this stage."),
+        click.option("--batch", type=click.IntRange(1), help="Batch per process."),
+        click.option("--crop", type=click.IntRange(64), default=d["crop"].default, show_default=True),
+        click.option("--lr", type=float, default=d["lr"].default, show_default=True),
+        click.option("--ema", type=float, default=d["ema"].default, show_default=True),
+        click.option(
+            "--codec-prob",
+            type=click.FloatRange(0, 1),
+            default=0.0,
+            show_default=True,
+            help="Share of batches also compressed with H.264/H.265.",
+        ),
+        click.option(
+            "--lpips",
+            type=click.Path(dir_okay=False, path_type=Path),
+            default=d["lpips"].default,
+            show_default=True,
+            help="lpips_vgg16.safetensors.",
+        ),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--device", default="auto", show_default=True),
+        click.option(
+            "--checkpoint-every",
+            type=click.IntRange(1),
+            default=d["checkpoint_every"].default,
+            show_default=True,
+        ),
+        click.option(
+            "--sample-every", type=click.IntRange(1), default=d["sample_every"].default, show_default=True
+        ),
+        click.option(
+            "--log-every", type=click.IntRange(1), default=d["log_every"].default, show_default=True
+        ),
+        click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Train GTASR (METHOD.md): stage1, then stage2; evaluate any checkpoint."""
+
+
+@main.command()
+@_common
+@click.option("--no-ta", is_flag=True, help="Turn Trajectory Alignment off (ablation).")
+def stage1(no_ta: bool, **kw: Any) -> None:
+    """Stage I: consistency training with Trajectory Alignment."""
+    cfg = Stage1Options(**_fields(kw), trajectory_alignment=not no_ta)
+    _run(cfg, "stage1")
+
+
+@main.command()
+@_common
+@click.option(
+    "--init",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Stage I run folder (or checkpoint folder).",
+)
+@click.option("--rect-published", is_flag=True, help="Rect without gradient, as in the published code.")
+def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
+    """Stage II: DTM plus Dual-Reference Structural Rectification."""
+    cfg = Stage2Options(**_fields(kw), init=init, rect_published=rect_published)
+    _run(cfg, "stage2")
+
+
+def _fields(kw: dict[str, Any]) -> dict[str, Any]:
+    """Flags the user left unset take the stage dataclass's own default (steps and batch differ)."""
+    return {k: v for k, v in kw.items() if v is not None}
+
+
+def _run(cfg: Stage1Options | Stage2Options, stage: Any) -> None:
+    from .lpips import LPIPSWeightsError
+    from .train import train
+
+    progress = Progress(
+        TextColumn(f"[bold]{stage}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+    task = progress.add_task(stage, total=cfg.steps, loss=float("nan"))
+    try:
+        with progress:
+            final = train(cfg, stage, on_step=lambda s, m: progress.update(task, completed=s, loss=m["loss"]))
+    except (LPIPSWeightsError, ValueError) as e:
+        console.print(f"[red]gtasr-train: error:[/] {e}", soft_wrap=True)
+        sys.exit(1)
+    console.print(f"EMA weights: {final}  (gtasr-stream IN OUT --weights {final})", soft_wrap=True)
+
+
+if __name__ == "__main__":
+    main(prog_name="gtasr-train")

@@ -1,0 +1,202 @@
+"""The one training loop of both GTASR stages (METHOD.md "Stage I" and "Stage II").
+
+Owns: building the model from a preset, the per-step recipe of each stage, EMA and target/frozen
+copies, AdamW with its step-halving schedule, bf16 autocast on CUDA, gradient clipping, DDP,
+checkpoints, JSONL metrics and sample grids.  The maths lives in gtasr_stream.model (network,
+grid, c_skip/c_out, forward process) and training.losses (the loss terms).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Literal
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+
+from gtasr_stream.engines.torch_engine import resolve_device
+from gtasr_stream.model import ConsistencyModel, build_network, forward_process, time_grid, upsample_lq
+from gtasr_stream.weights import save_weights
+
+from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .data import PhotoCrops, step_generator
+from .degradation import DegradationConfig, codec_degrade, degrade
+from .losses import Distance, LossWeights, combine, ct_loss, dtm_loss, rect_loss, ta_loss
+from .lpips import load_lpips
+from .options import Stage1Options, Stage2Options
+from .samples import save_grid, val_crops
+
+Stage = Literal["stage1", "stage2"]
+
+
+def lr_at(step: int, base: float, halve_at: int) -> float:
+    """Step schedule of METHOD.md: the base rate, halved once at `halve_at`."""
+    return base if step < halve_at else base / 2
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
+    """theta_ema <- rate * theta_ema + (1 - rate) * theta."""
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p, 1 - rate)
+
+
+def _quantise(y: torch.Tensor) -> torch.Tensor:
+    """y in [-1,1] rounded to 8-bit levels, as the published training does."""
+    return ((y + 1) * 127.5).round() / 127.5 - 1
+
+
+def batch_terms(
+    cfg: Stage1Options | Stage2Options,
+    step: int,
+    net: torch.nn.Module,  # theta, as trained (maybe DDP-wrapped)
+    model: ConsistencyModel,  # theta, unwrapped: the stop-gradient target theta^-
+    frozen: ConsistencyModel,  # f_theta' of Stage II
+    lpips: Distance,
+    x0: torch.Tensor,  # (B,3,H,W) HR in [-1,1]
+    lq: torch.Tensor,  # (B,3,H/4,W/4) degraded LR in [-1,1]
+    g: torch.Generator,  # this step's randomness
+) -> dict[str, torch.Tensor]:
+    """The per-sample loss terms of one batch for the stage of `cfg` (METHOD.md)."""
+    device, b = x0.device, x0.shape[0]
+    y = _quantise(upsample_lq(lq))  # (B,3,H,W)
+    n_grid = cfg.grid_n[0] if step < cfg.steps // 2 else cfg.grid_n[1]
+    etas = time_grid(n_grid, cfg.grid_power).to(device)
+    n = int(torch.randint(n_grid - 1, (1,), generator=g))  # one n per batch, U{0..N-2}
+    eps = torch.randn(x0.shape, generator=g).to(device)  # ONE epsilon: x_{n+1} and x_n lie on one trajectory
+    eta_hi, eta_lo = etas[n + 1].expand(b), etas[n].expand(b)
+    pred = net(forward_process(x0, y, eps, eta_hi), eta_hi, lq).float()  # x0_hat
+    with torch.no_grad():  # theta^- = theta under stop-gradient (EMA rate 0); for n = 0 the target is x0
+        target = x0 if n == 0 else model(forward_process(x0, y, eps, eta_lo), eta_lo, lq).float()
+    terms = {"ct": ct_loss(lpips, pred, target)}
+    if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
+        terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
+    if isinstance(cfg, Stage2Options):
+        eps_t = torch.randn(x0.shape, generator=g).to(device)  # shared by x_t and z_t
+        eta_t = torch.full((b,), cfg.dtm_eta, device=device)
+        with torch.no_grad():
+            f_z = frozen(forward_process(pred.detach(), y, eps_t, eta_t), eta_t, lq).float()
+            f_x = frozen(forward_process(x0, y, eps_t, eta_t), eta_t, lq).float()
+        terms["dtm"] = dtm_loss(lpips, pred, x0, f_z, f_x)
+        terms["rect"] = rect_loss(lpips, pred, x0, published=cfg.rect_published)
+    return terms
+
+
+def train(
+    cfg: Stage1Options | Stage2Options,
+    stage: Stage,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
+) -> Path:
+    """Run one stage to cfg.steps; returns the path of the final EMA weights (cfg.out/ema.safetensors)."""
+    # 1. processes and device
+    ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    rank = int(os.environ.get("RANK", "0"))
+    if ddp:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = (
+            torch.device(f"cuda:{local}")
+            if torch.cuda.is_available() and cfg.device != "cpu"
+            else torch.device("cpu")
+        )
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    else:
+        device = resolve_device(cfg.device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    # 2. model, EMA, optimiser, losses
+    torch.manual_seed(cfg.seed)  # the initial weights
+    model = ConsistencyModel(build_network(cfg.preset)).to(device)
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
+    lpips = load_lpips(cfg.lpips).to(device)
+    weights, degradation = LossWeights(), DegradationConfig()
+    ckpt_dir = cfg.out / "checkpoints"
+    start = 0
+    if cfg.resume and (last := latest_checkpoint(ckpt_dir)) is not None:
+        start = load_checkpoint(last, cfg.preset, model, ema, opt)["step"]
+    elif isinstance(cfg, Stage2Options):
+        if cfg.init is None:
+            raise ValueError("--init: stage2 starts from a Stage I run folder or checkpoint")
+        init = (
+            cfg.init if (cfg.init / "state.json").is_file() else latest_checkpoint(cfg.init / "checkpoints")
+        )
+        if init is None:
+            raise ValueError(f"--init: no checkpoint in '{cfg.init}'")
+        load_checkpoint(init, cfg.preset, model, ema, None)
+    frozen = copy.deepcopy(ema).eval().requires_grad_(False)  # f_theta' (Stage II), from the EMA
+    net: torch.nn.Module = DistributedDataParallel(model) if ddp else model
+    data = PhotoCrops(cfg.data, cfg.crop)
+    val = val_crops(cfg.val, cfg.crop, device) if cfg.val and rank == 0 else None
+    autocast = (
+        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+    )
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    log = (cfg.out / "metrics.jsonl").open("a") if rank == 0 else None
+    if rank == 0:
+        (cfg.out / f"{stage}_options.json").write_text(
+            json.dumps(dataclasses.asdict(cfg), default=str, indent=1)
+        )
+    t0 = time.perf_counter()
+    for step in range(start, cfg.steps):
+        # 3. one batch, every random number from this step's generator (exact resume)
+        g = step_generator(cfg.seed, step, rank)
+        torch.manual_seed(cfg.seed * 7919 + step)  # dropout
+        hr = data.batch(cfg.batch, g).to(device)  # (B,3,crop,crop) float in [0,1]
+        lq = degrade(hr, degradation, g)  # (B,3,crop/4,crop/4) float in [0,1], 8-bit levels
+        if cfg.codec_prob and torch.rand((), generator=g) < cfg.codec_prob:
+            lq = codec_degrade(lq, g)
+        x0, lq = hr * 2 - 1, lq * 2 - 1  # model space [-1,1]
+        # 4. the stage's loss terms
+        with autocast:
+            terms = batch_terms(cfg, step, net, model, frozen, lpips, x0, lq, g)
+            loss, logged = combine(terms, weights)
+        # 5. update theta, the EMA and (Stage II) the frozen copy
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg.lr, cfg.lr_halve_at)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        ema_update(ema, model, cfg.ema)
+        if isinstance(cfg, Stage2Options) and (step + 1) % cfg.frozen_reset == 0:
+            frozen.load_state_dict(model.state_dict())
+        # 6. logs, samples, checkpoints (rank 0 writes)
+        done = step + 1
+        logged |= {"loss": loss.item(), "grad_norm": grad_norm.item(), "lr": opt.param_groups[0]["lr"]}
+        if log and (done % cfg.log_every == 0 or done == cfg.steps):
+            log.write(
+                json.dumps({"step": done, "stage": stage, "time": time.perf_counter() - t0, **logged}) + "\n"
+            )
+            log.flush()
+        if rank == 0 and val is not None and (done % cfg.sample_every == 0 or done == cfg.steps):
+            save_grid(cfg.out / "samples" / f"{stage}_{done:08d}.png", ema, val)
+        if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
+            save_checkpoint(ckpt_dir, done, model, ema, opt, cfg.preset, _provenance(cfg, stage, done), {})
+        if on_step:
+            on_step(done, logged)
+    # 7. the inference artifact: EMA weights only, in the runtime's format
+    final = cfg.out / "ema.safetensors"
+    if rank == 0:
+        save_weights(final, ema.net, cfg.preset, _provenance(cfg, stage, cfg.steps), extra=_extra(cfg, stage))
+    if log:
+        log.close()
+    if ddp:
+        dist.barrier()
+        dist.destroy_process_group()
+    return final
+
+
+def _provenance(cfg: Stage1Options | Stage2Options, stage: Stage, step: int) -> str:
+    return f"gtasr-train {stage} on '{cfg.data.name}', {step} steps of batch {cfg.batch}, seed {cfg.seed}"
+
+
+def _extra(cfg: Stage1Options | Stage2Options, stage: Stage) -> dict[str, str]:
+    return {"stage": stage, "options": json.dumps(dataclasses.asdict(cfg), default=str)}
