@@ -252,3 +252,42 @@ def test_cli_missing_lpips_is_one_line(photos, tmp_path):
     )
     err = r.stderr.decode()
     assert r.returncode == 1 and "LPIPS weights not found" in err and "Traceback" not in err
+
+
+def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_weights):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.cli",
+            "evaluate",
+            "--weights",
+            str(tiny_weights),
+            "--val",
+            str(photos),
+            "--out",
+            str(tmp_path / "ev"),
+            "--lpips",
+            str(lpips_file),
+            "--no-peers",
+            "--crop",
+            "128",
+            "--clips",
+            "1",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr.decode()[-2000:]
+    import json
+
+    res = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    assert {"gtasr", "bicubic", "lanczos", "clips: bicubic", "clips: gtasr --noise fresh"} <= set(res)
+    assert abs(res["bicubic"]["psnr_y"] - res["lanczos"]["psnr_y"]) < 2  # two interpolators, close
+    # fresh noise on a stream changes every frame: it must flicker more than one fixed noise
+    assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]
+    assert "| bicubic |" in (tmp_path / "ev" / "results.md").read_text()
+    assert Image.open(tmp_path / "ev" / "compare.png").size == (4 * 128, 128)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -101,6 +102,43 @@ def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
     """Stage II: DTM plus Dual-Reference Structural Rectification."""
     cfg = Stage2Options(**_fields(kw), init=init, rect_published=rect_published)
     _run(cfg, "stage2")
+
+
+@main.command("evaluate")
+@click.option("--weights", type=click.Path(exists=True, dir_okay=False, path_type=Path), required=True)
+@click.option(
+    "--val",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    required=True,
+    help="Held-out photos.",
+)
+@click.option("--out", type=_DIR, required=True, help="Folder for results.json, results.md, compare.png.")
+@click.option(
+    "--lpips", type=click.Path(dir_okay=False, path_type=Path), default=TrainOptions.lpips, show_default=True
+)
+@click.option("--peers", type=click.Path(file_okay=False, path_type=Path), help="Folder of peer weights.")
+@click.option("--no-peers", is_flag=True, help="Compare with bicubic and Lanczos only.")
+@click.option("--crop", type=click.IntRange(64), default=256, show_default=True)
+@click.option("--clips", type=click.IntRange(0), default=4, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default="auto", show_default=True)
+def evaluate_cmd(peers: Path | None, no_peers: bool, **kw: Any) -> None:
+    """PSNR-Y, SSIM-Y, LPIPS and flicker of a checkpoint next to bicubic, Lanczos and the peers."""
+    from gtasr_stream.errors import UserError
+
+    from .evaluate import EvaluateOptions, evaluate, markdown
+
+    cfg = EvaluateOptions(**kw)
+    if no_peers:
+        cfg = dataclasses.replace(cfg, peers=None)
+    elif peers is not None:
+        cfg = dataclasses.replace(cfg, peers=peers)
+    try:
+        results = evaluate(cfg)
+    except (UserError, ValueError) as e:
+        console.print(f"[red]gtasr-train: error:[/] {e}", soft_wrap=True)
+        sys.exit(1)
+    console.print(markdown(results), soft_wrap=True)
 
 
 def _fields(kw: dict[str, Any]) -> dict[str, Any]:
