@@ -215,3 +215,19 @@ def test_text_subtitles_converted_between_containers(tmp_path, upscaler, src_ext
             return out
 
     assert cues(dst) == cues(clip.path) and len(cues(dst)) == 3
+
+
+def test_semi_planar_encoder_format_is_repacked(tmp_path, tiny_weights):
+    """Encoders that take only nv12/p010 (NVENC) get our planes repacked, colours unchanged."""
+    clip = make_clip(tmp_path / "in.mkv", frames=2, pix_fmt="yuv444p", codec="ffv1", width=48, height=32)
+    up = Upscaler(weights=tiny_weights, device="cpu", noise="none")
+    up.step = lambda lq, eps: upsample_lq(lq)
+    dst = tmp_path / "out.mkv"
+    upscale_video(str(clip.path), str(dst), up, EncodeOptions(pix_fmt="nv12", crf=0))
+    with av.open(str(clip.path)) as c:
+        src = c.decode(video=0).__next__().to_ndarray(format="rgb24").astype(np.float32)
+    with av.open(str(dst)) as c:  # (H.264 stores nv12 input as plain 4:2:0)
+        out = c.decode(video=0).__next__().to_ndarray(format="rgb24").astype(np.float32)
+    diff = np.abs(out.reshape(32, 4, 48, 4, 3).mean(axis=(1, 3)) - src).mean()
+    print(f"mean abs difference after the nv12 round trip: {diff:.2f}")
+    assert diff < 4.0

@@ -138,14 +138,13 @@ def layout_for(pix_fmt: str, like: YUVLayout) -> YUVLayout:
     """The planar layout we fill for `pix_fmt` (other formats are repacked by swscale in `write`)."""
     fmt = av.VideoFormat(pix_fmt)
     bits = 8 if max(c.bits for c in fmt.components) <= 8 else 10
-    sub = (
-        (1, 1)
-        if "420" in pix_fmt or pix_fmt.startswith(("nv12", "p01"))
-        else (1, 0)
-        if "422" in pix_fmt
-        else (0, 0)
-    )
-    return YUVLayout(bits=bits, sub_x=sub[0], sub_y=sub[1], matrix=like.matrix, range=like.range)
+    if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p01")):
+        sub_x, sub_y = 1, 1
+    elif "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p21")):
+        sub_x, sub_y = 1, 0
+    else:
+        sub_x, sub_y = 0, 0
+    return YUVLayout(bits=bits, sub_x=sub_x, sub_y=sub_y, matrix=like.matrix, range=like.range)
 
 
 class Sink:
@@ -203,6 +202,7 @@ class Sink:
         self.pending: list[av.Packet] = []  # copied packets that arrive before the first frame
         self.started = False
         self.layout: YUVLayout | None = None
+        self.fill_fmt: str | None = None
 
     # -- setup ------------------------------------------------------------------------------------
 
@@ -274,6 +274,9 @@ class Sink:
     def start(self, in_layout: YUVLayout, rotation: int) -> YUVLayout:
         """Fix colour tags and rotation from the first frame; returns the layout to convert to."""
         self.layout = layout_for(self.pix_fmt, in_layout)
+        fmt = av.VideoFormat(self.pix_fmt)
+        # the frames we fill are planar YUV; any other encoder format (nv12, p010) is repacked by swscale
+        self.fill_fmt = self.pix_fmt if fmt.name.startswith("yuv") and len(fmt.components) >= 3 else None
         cc = self.video.codec_context
         cc.colorspace = AVCOL_OF_MATRIX[in_layout.matrix]
         cc.color_range = AVCOL_RANGE[in_layout.range]
@@ -288,16 +291,14 @@ class Sink:
     def write(self, planes: tuple[np.ndarray, np.ndarray, np.ndarray], pts: int) -> None:
         """planes: Y (H,W), U, V code values in `self.layout`; pts in the input's time base."""
         assert self.layout is not None, "start() first"
-        fmt = av.VideoFormat(self.pix_fmt)
-        planar = fmt.name.startswith("yuv") and len(fmt.components) >= 3
-        frame = av.VideoFrame(self.width, self.height, self.pix_fmt if planar else _planar_name(self.layout))
+        frame = av.VideoFrame(self.width, self.height, self.fill_fmt or _planar_name(self.layout))
         dtype = np.uint8 if self.layout.bits <= 8 else np.dtype("<u2")
         for plane, data in zip(frame.planes, planes, strict=False):
             buf = np.frombuffer(memoryview(plane), dtype=dtype)
             buf.reshape(plane.height, plane.line_size // buf.itemsize)[:, : plane.width] = data
         frame.colorspace = self.video.codec_context.colorspace
         frame.color_range = self.video.codec_context.color_range
-        if not planar:
+        if self.fill_fmt is None:
             frame = frame.reformat(format=self.pix_fmt)
         frame.pts = pts
         frame.time_base = self.video.codec_context.time_base
