@@ -36,7 +36,12 @@ class _DefaultGroup(click.Group):
 @click.group(cls=_DefaultGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="gtasr-stream")
 def main() -> None:
-    """Real-time 4x video super-resolution (GTASR).  Run `gtasr-stream upscale --help` for flags."""
+    """Real-time 4x video super-resolution (GTASR).
+
+    \b
+    gtasr-stream IN OUT [OPTIONS]     upscale a video (same as `gtasr-stream upscale IN OUT`)
+    gtasr-stream upscale --help       every option
+    """
 
 
 def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
