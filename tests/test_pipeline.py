@@ -231,3 +231,31 @@ def test_semi_planar_encoder_format_is_repacked(tmp_path, tiny_weights):
     diff = np.abs(out.reshape(32, 4, 48, 4, 3).mean(axis=(1, 3)) - src).mean()
     print(f"mean abs difference after the nv12 round trip: {diff:.2f}")
     assert diff < 4.0
+
+
+@pytest.mark.parametrize("ext", ["mkv", "ts"])
+def test_other_containers_keep_timestamps_and_audio(tmp_path, upscaler, ext):
+    """MP4 -> MKV/TS: no shift of all timestamps (AAC priming is negative) and the audio stays."""
+    clip = make_clip(tmp_path / "in.mp4", frames=6, audio=True)
+    dst = tmp_path / f"out.{ext}"
+    upscale_video(str(clip.path), str(dst), upscaler)
+
+    def first_times(path):
+        times: dict[str, float] = {}
+        with av.open(str(path)) as c:
+            for p in c.demux():
+                if p.pts is not None:
+                    t = float(p.pts * p.time_base)
+                    times[p.stream.type] = min(t, times.get(p.stream.type, t))
+        return times
+
+    src, out = first_times(clip.path), first_times(dst)
+    assert set(out) == {"video", "audio"}
+    offset = out["video"] - src["video"]  # MPEG-TS starts its clock at 1.4 s by design; MKV at 0
+    assert abs((out["audio"] - src["audio"]) - offset) < 1.5e-3  # audio/video sync to the millisecond
+    if ext == "mkv":
+        assert abs(offset) < 1e-3
+    audio = probe(dst).audio
+    if ext == "ts":  # MPEG-TS carries AAC with a 7-byte ADTS header in front of the same payload
+        audio = [p[7:] for p in audio]
+    assert audio == probe(clip.path).audio

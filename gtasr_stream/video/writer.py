@@ -178,6 +178,7 @@ class Sink:
             target = str(self.tmp)
         # MP4/MOV on a pipe cannot seek back to write its index: fragment it instead.
         streaming = {"movflags": "frag_keyframe+empty_moov"} if dst == "-" and fmt in ("mp4", "mov") else {}
+        streaming["avoid_negative_ts"] = "disabled"  # keep input timestamps (e.g. AAC priming) as they are
         try:
             self.out = av.open(target, "w", format=fmt, options=streaming)
         except (av.FFmpegError, ValueError) as e:
@@ -207,37 +208,44 @@ class Sink:
     # -- setup ------------------------------------------------------------------------------------
 
     def _add_copy_streams(self, streams: list[av.stream.Stream], opts: EncodeOptions) -> dict[int, Any]:
+        """Output streams for the packets we copy; text subtitles the container refuses are converted."""
         mapping: dict[int, Any] = {}
-        supported = self.out.supported_codecs
         for s in streams:
             kind = s.type
             wanted = {"audio": opts.copy_audio, "subtitle": opts.copy_subtitles}.get(kind, opts.copy_data)
             if not wanted:
                 continue
             name = s.codec_context.name if s.codec_context else "data"
-            target = next((c for c in TEXT_SUBTITLES if c in supported), None)
-            if kind == "subtitle" and name not in supported and name in TEXT_SUBTITLES and target:
-                out: Any = self.out.add_stream(target)
-                out.codec_context.subtitle_header = (
-                    getattr(s.codec_context, "subtitle_header", None) or _ASS_HEADER
-                )
+            try:  # the muxer refuses a codec it cannot hold right here, with a ValueError
+                mapping[s.index] = self.out.add_stream_from_template(s)
+                continue
+            except Exception as e:
+                reason = str(e)
+            if kind == "subtitle" and name in TEXT_SUBTITLES and (out := self._text_subtitle_stream(s)):
                 self.convert[s.index] = s
                 mapping[s.index] = out
                 self.warn(
-                    f"subtitle stream #{s.index} ({name}) converted to {target} for {self.out.format.name}"
+                    f"subtitle stream #{s.index} ({name}) converted to {out.codec_context.name} for {self.out.format.name}"
                 )
                 continue
-            if kind != "data" and name not in supported:
-                self.warn(
-                    f"{kind} stream #{s.index} ({name}) cannot be stored in {self.out.format.name};"
-                    " it is left out (use .mkv to keep every stream)"
-                )
-                continue
-            try:
-                mapping[s.index] = self.out.add_stream_from_template(s)
-            except Exception as e:
-                self.warn(f"{kind} stream #{s.index} ({name}) cannot be copied ({e}); it is left out")
+            self.warn(
+                f"{kind} stream #{s.index} ({name}) cannot be stored in {self.out.format.name} ({reason});"
+                " it is left out (use .mkv to keep every stream)"
+            )
         return mapping
+
+    def _text_subtitle_stream(self, src: av.stream.Stream) -> Any:
+        """A text-subtitle stream of the first codec the container accepts, or None."""
+        for codec in TEXT_SUBTITLES:
+            try:
+                out: Any = self.out.add_stream(codec)
+            except Exception:
+                continue
+            out.codec_context.subtitle_header = (
+                getattr(src.codec_context, "subtitle_header", None) or _ASS_HEADER
+            )
+            return out
+        return None
 
     def _add_video_stream(self, opts: EncodeOptions, info: VideoInfo) -> Any:
         options = {}
