@@ -16,7 +16,7 @@ import os
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.distributed as dist
@@ -140,6 +140,7 @@ def train(
     )
     cfg.out.mkdir(parents=True, exist_ok=True)
     log = (cfg.out / "metrics.jsonl").open("a") if rank == 0 else None
+    board = _tensorboard(cfg.out) if rank == 0 else None
     if rank == 0:
         (cfg.out / f"{stage}_options.json").write_text(
             json.dumps(dataclasses.asdict(cfg), default=str, indent=1)
@@ -176,6 +177,9 @@ def train(
                 json.dumps({"step": done, "stage": stage, "time": time.perf_counter() - t0, **logged}) + "\n"
             )
             log.flush()
+            if board is not None:
+                for key, value in logged.items():
+                    board.add_scalar(f"{stage}/{key}", value, done)
         if rank == 0 and val is not None and (done % cfg.sample_every == 0 or done == cfg.steps):
             save_grid(cfg.out / "samples" / f"{stage}_{done:08d}.png", ema, val)
         if rank == 0 and (done % cfg.checkpoint_every == 0 or done == cfg.steps):
@@ -188,10 +192,21 @@ def train(
         save_weights(final, ema.net, cfg.preset, _provenance(cfg, stage, cfg.steps), extra=_extra(cfg, stage))
     if log:
         log.close()
+    if board is not None:
+        board.close()
     if ddp:
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _tensorboard(folder: Path) -> Any:
+    """A SummaryWriter into folder/tensorboard when the tensorboard package is installed, else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(folder / "tensorboard"))
 
 
 def _provenance(cfg: Stage1Options | Stage2Options, stage: Stage, step: int) -> str:
