@@ -106,6 +106,20 @@ class _Printer:
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise.")
 @click.option(
+    "--backend",
+    type=click.Choice(["auto", "torch", "onnx"]),
+    default="auto",
+    show_default=True,
+    help="What runs the network: torch, or onnx (ONNX Runtime; without --onnx the weights are exported "
+    "once into ~/.cache/gtasr-stream). auto is torch for now.",
+)
+@click.option(
+    "--onnx",
+    "onnx_path",
+    type=click.Path(dir_okay=False),
+    help="ONNX graph written by gtasr-export, for --backend onnx.",
+)
+@click.option(
     "-s",
     "--outscale",
     default=4.0,
@@ -168,6 +182,8 @@ def upscale(
     tile_pad: int,
     noise: Any,
     seed: int,
+    backend: Any,
+    onnx_path: str | None,
     outscale: float,
     codec: str,
     crf: float | None,
@@ -202,6 +218,8 @@ def upscale(
             tile_pad=tile_pad,
             noise=noise,
             seed=seed,
+            backend=backend,
+            onnx=onnx_path,
             outscale=outscale,
             hwaccel=hwaccel,
             overwrite=overwrite,
@@ -309,7 +327,8 @@ def _upscale(
     where = "nowhere (benchmark)" if dst is None else dst
     console.print(
         f"wrote {stats.encoded} frames at {w}x{h} ({stats.codec}) to {where} in {stats.elapsed:.1f} s,"
-        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')}",
+        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')}"
+        + (" (onnxruntime)" if up.backend == "onnx" else ""),
         soft_wrap=True,
     )
     if dst is None:

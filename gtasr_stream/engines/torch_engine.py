@@ -2,7 +2,8 @@
 
 `Upscaler` is the one object the pipeline, the preview and the Python API call: RGB in [0,1] on its
 device in, 4x RGB in [0,1] out.  Out of GPU memory it halves the batch, then tiles, then halves the
-tile, saying so once each, instead of failing a long job half-way.
+tile, saying so once each, instead of failing a long job half-way.  The network call itself is
+`self.step`: PyTorch here, or ONNX Runtime (`onnx_engine`) with everything else shared.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from .tiling import Step, run_tiled
 
 Noise = Literal["fixed", "fresh", "none"]
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
+Backend = Literal["auto", "torch", "onnx"]  # auto: torch for now
 MIN_TILE = 32  # LR px: below this the context is too small to be worth running
 
 
@@ -77,6 +79,8 @@ class Upscaler:
         tile_pad: int = 16,
         noise: Noise = "fixed",
         seed: int = 0,
+        backend: Backend = "auto",
+        onnx: str | Path | None = None,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
         if noise not in ("fixed", "fresh", "none"):
@@ -98,7 +102,21 @@ class Upscaler:
         self.warn = on_warning or (lambda msg: None)
         self._gen = torch.Generator().manual_seed(seed)
         self._fixed: dict[tuple[int, int], torch.Tensor] = {}
-        self.step: Step = self._model_step
+        self.step: Step
+        if backend in ("auto", "torch"):
+            if onnx is not None:
+                raise UserError("--onnx PATH needs --backend onnx")
+            self.step = self._model_step
+        elif backend == "onnx":
+            from .onnx_engine import onnx_step  # onnxruntime is optional
+
+            step = onnx_step(self.model, onnx, self.device, self.dtype, self.warn)
+            if precision != "auto" and step.dtype != self.dtype:
+                raise UserError(f"--{precision}: {onnx} is a {str(step.dtype).removeprefix('torch.')} graph")
+            self.step, self.dtype = step, step.dtype  # a given graph's precision wins over the default
+        else:
+            raise ValueError(f"backend must be one of auto, torch, onnx, got {backend!r}")
+        self.backend = "onnx" if backend == "onnx" else "torch"  # what runs the network
 
     def _model_step(self, lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
         return sample_one_step(self.model, lq, eps)

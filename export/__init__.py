@@ -1,0 +1,1 @@
+"""`gtasr-export`: the model as an ONNX graph checked against PyTorch (TensorRT engines come later)."""

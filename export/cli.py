@@ -1,0 +1,241 @@
+"""`gtasr-export`: write the model as one ONNX graph (dynamic batch, height and width), check it against
+PyTorch with onnxruntime, and say what the TensorRT engine needs.  The only module of `export` that
+parses flags and prints.
+
+Exit codes as gtasr-stream's: 1 for a bad flag, file or environment (one line on stderr), 3 for an
+internal error (GTASR_DEBUG=1 shows its traceback).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import click
+
+from gtasr_stream.errors import UserError
+
+Shape = tuple[int, int, int]  # (B, H, W) of the LR input
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    weights: Path  # .safetensors written by gtasr_stream.weights (the preset is read from it)
+    precision: Precision  # the graph's inputs, weights and arithmetic
+    out: Path  # folder for <weights stem>.<precision>.onnx
+    opset: int | None  # ONNX opset; None: the exporter's default (22 for bf16, the first with bf16 Conv)
+    min_shape: Shape  # smallest input: TensorRT's profile later; for ONNX, a size --check runs
+    opt_shape: Shape  # the size TensorRT will tune for; for ONNX, a size --check runs
+    max_shape: Shape  # largest input: TensorRT's profile later; for ONNX, a size --check runs
+    cache_dir: Path  # where the TensorRT engine and its timing cache will go
+    onnx_only: bool  # stop after the ONNX file (no TensorRT engine)
+    check: bool  # run the graph with onnxruntime at the three shapes and compare with PyTorch
+
+
+def parse_shape(flag: str, text: str) -> Shape:
+    """'BxHxW' -> (B, H, W), each a positive integer; any H, W (odd, portrait) is fine."""
+    parts = text.lower().split("x")
+    if len(parts) != 3 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise UserError(
+            f"{flag} {text!r}: expected BxHxW, three positive integers (batch x height x width, e.g. 1x540x960)"
+        )
+    b, h, w = (int(p) for p in parts)
+    return b, h, w
+
+
+def _options(
+    weights: str | None,
+    precision: Precision,
+    out: str,
+    opset: int | None,
+    min_shape: str,
+    opt_shape: str,
+    max_shape: str,
+    cache_dir: str | None,
+    onnx_only: bool,
+    check: bool,
+) -> ExportOptions:
+    """Validate the flags (shapes before anything slow) and build the options, or a UserError."""
+    shapes = (
+        parse_shape("--min-shape", min_shape),
+        parse_shape("--opt-shape", opt_shape),
+        parse_shape("--max-shape", max_shape),
+    )
+    lo, mid, hi = shapes
+    if not all(a <= b <= c for a, b, c in zip(lo, mid, hi, strict=True)):
+        raise UserError(
+            f"--min-shape {min_shape}, --opt-shape {opt_shape}, --max-shape {max_shape}: "
+            "need min <= opt <= max in each of batch, height and width"
+        )
+    if precision == "bf16" and opset is not None and opset < 22:  # onnx_engine.BF16_MIN_OPSET (loads torch)
+        raise UserError(
+            f"--bf16 needs --opset 22 or later (ONNX Conv takes bfloat16 from opset 22), got {opset}"
+        )
+    if opset is not None:
+        from gtasr_stream.engines.onnx_engine import EXPORT_MISSING
+
+        try:
+            import onnx.defs
+        except ImportError:
+            raise UserError(EXPORT_MISSING) from None
+        if opset > onnx.defs.onnx_opset_version():
+            raise UserError(
+                f"--opset {opset}: the installed onnx knows opsets up to {onnx.defs.onnx_opset_version()}"
+            )
+    from gtasr_stream.engines.onnx_engine import default_cache_dir
+    from gtasr_stream.weights import default_weights
+
+    return ExportOptions(
+        weights=Path(weights) if weights is not None else default_weights(),
+        precision=precision,
+        out=Path(out),
+        opset=opset,
+        min_shape=lo,
+        opt_shape=mid,
+        max_shape=hi,
+        cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
+        onnx_only=onnx_only,
+        check=check,
+    )
+
+
+def _fmt(shape: Shape) -> str:
+    return "x".join(map(str, shape))
+
+
+def run(opts: ExportOptions) -> Path:
+    """Export, check, and report; returns the ONNX file."""
+    import torch
+
+    from gtasr_stream.model import ConsistencyModel
+    from gtasr_stream.weights import load_weights
+
+    from .onnx_export import TOLERANCE, OnnxCheckError, check_onnx, export_onnx
+
+    # 1. load the weights (one-line errors for a missing or wrong file)
+    net, _ = load_weights(opts.weights)
+    model = ConsistencyModel(net).eval()
+    dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[opts.precision]
+
+    # 2. export, atomically
+    path = opts.out / f"{opts.weights.stem}.{opts.precision}.onnx"
+    start = time.perf_counter()
+    try:
+        opts.out.mkdir(parents=True, exist_ok=True)
+        export_onnx(model, path, opset=opts.opset, dtype=dtype, dynamic=True)
+    except OSError as e:
+        raise UserError(f"--out {opts.out}: cannot write {path.name} ({e.strerror or e})") from e
+    mb = path.stat().st_size / 2**20
+    click.echo(
+        f"wrote {path} ({opts.precision}, lq Bx3xHxW + eps Bx3x4Hx4W -> hr, any B, H, W; {mb:.1f} MB)"
+        f" in {time.perf_counter() - start:.1f} s"
+    )
+
+    # 3. check against PyTorch fp32 at the three shapes
+    shapes = (opts.min_shape, opts.opt_shape, opts.max_shape)
+    if opts.check and dtype == torch.bfloat16:
+        _warn("not checked: onnxruntime's CPU provider has no bfloat16 kernels for this network")
+    elif opts.check:
+        start = time.perf_counter()
+        try:
+            diff = check_onnx(path, model, shapes, dtype)
+        except OnnxCheckError as e:
+            path.unlink(missing_ok=True)
+            raise UserError(f"{e}; removed it (--no-check keeps it)") from e
+        click.echo(
+            f"checked at {', '.join(map(_fmt, shapes))} against PyTorch fp32: max |onnx - torch| = {diff:.2g}"
+            f" (tolerance {TOLERANCE[dtype]:g}) in {time.perf_counter() - start:.1f} s"
+        )
+
+    # 4. TensorRT: not in this version
+    if not opts.onnx_only:
+        click.echo(
+            "TensorRT engine not built: it needs `pip install gtasr-stream[trt]` and an NVIDIA GPU"
+            f" (it will be cached in {opts.cache_dir}); the ONNX file above is ready"
+        )
+    return path
+
+
+def _warn(msg: str) -> None:
+    click.echo(f"gtasr-export: warning: {msg}", err=True)
+
+
+def _exit_on_error(fn: Callable[[], Any]) -> None:
+    try:
+        fn()
+    except UserError as e:
+        click.echo(f"gtasr-export: error: {e}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("gtasr-export: interrupted", err=True)
+        sys.exit(130)
+    except Exception as e:
+        if os.environ.get("GTASR_DEBUG"):
+            raise
+        click.echo(
+            f"gtasr-export: internal error: {type(e).__name__}: {e} (GTASR_DEBUG=1 shows where)", err=True
+        )
+        sys.exit(3)
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--weights",
+    type=click.Path(dir_okay=False),
+    help="Model file (.safetensors); default: the shipped one.",
+)
+@click.option("--fp32", "precision", flag_value="fp32", default=True, help="FP32 graph (the default).")
+@click.option("--fp16", "precision", flag_value="fp16", help="FP16 graph (TensorRT's fast path).")
+@click.option(
+    "--bf16",
+    "precision",
+    flag_value="bf16",
+    help="BF16 graph (opset >= 22; onnxruntime cannot run it on the CPU, so --check skips it).",
+)
+@click.option(
+    "--out",
+    default=".",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Folder for <weights name>.<precision>.onnx (created if missing).",
+)
+@click.option("--opset", type=click.IntRange(17), help="ONNX opset (default: the exporter's).")
+@click.option(
+    "--min-shape",
+    default="1x32x32",
+    show_default=True,
+    help="Smallest input BxHxW (batch x height x width; odd and portrait sizes are fine).",
+)
+@click.option(
+    "--opt-shape",
+    default="1x144x256",
+    show_default=True,
+    help="Typical input BxHxW, TensorRT's tuning size.",
+)
+@click.option(
+    "--max-shape",
+    default="2x270x480",
+    show_default=True,
+    help="Largest input BxHxW. The ONNX graph takes any size: the three shapes are where --check runs it.",
+)
+@click.option(
+    "--cache-dir",
+    type=click.Path(file_okay=False),
+    help="Where TensorRT engines and their timing cache go (default ~/.cache/gtasr-stream).",
+)
+@click.option("--onnx-only", is_flag=True, help="Stop after the ONNX file (no TensorRT engine).")
+@click.option(
+    "--check/--no-check",
+    default=True,
+    show_default=True,
+    help="Run the graph with onnxruntime (CPU) at the three shapes and compare with PyTorch fp32.",
+)
+def main(**flags: Any) -> None:
+    """Export the GTASR one-step sampler to ONNX (and, later, a TensorRT engine) for deployment."""
+    _exit_on_error(lambda: run(_options(**flags)))

@@ -1,0 +1,71 @@
+"""Export the one-step sampler to ONNX and check the graph against PyTorch with ONNX Runtime.
+
+The graph itself (`SamplerGraph`, `export_onnx`) is defined by the runtime's ONNX engine, which needs
+it to export on first use; this module adds the validation a deployer runs before shipping a file.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from gtasr_stream.engines.onnx_engine import PRECISIONS, export_onnx
+from gtasr_stream.errors import UserError
+from gtasr_stream.model import SCALE, ConsistencyModel, sample_one_step
+
+__all__ = ["TOLERANCE", "OnnxCheckError", "check_onnx", "export_onnx"]
+
+# Max |onnx - torch fp32| on hr in [-1,1] (2/255 is one 8-bit code value).  Measured on the tiny
+# preset with random weights: fp32 3e-7 (float reordering), fp16 4e-4 (PyTorch's own fp16 is 4e-4).
+TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2}
+
+
+class OnnxCheckError(UserError):
+    """The graph's output differs from PyTorch's beyond TOLERANCE, or has the wrong shape."""
+
+
+def check_onnx(
+    path: Path, model: ConsistencyModel, sizes: Sequence[tuple[int, int, int]], dtype: torch.dtype
+) -> float:
+    """Run the graph at `path` with onnxruntime (CPU) at each (B,h,w) in `sizes` on fresh random
+    inputs and compare with sample_one_step of `model` in float32; returns the max abs difference.
+
+    dtype is the graph's; its inputs are rounded to it, and both sides see the rounded values.
+    Raises OnnxCheckError beyond TOLERANCE[dtype].  bfloat16 cannot be checked here: onnxruntime's
+    CPU provider has no bfloat16 kernels for this network (ValueError).
+    """
+    if dtype not in TOLERANCE:
+        raise ValueError(
+            f"onnxruntime cannot run a {dtype} graph of this network on the CPU; check fp32 or fp16"
+        )
+    try:
+        import onnxruntime
+    except ImportError:
+        raise UserError("checking the graph needs onnxruntime: pip install gtasr-stream[onnx]") from None
+    try:
+        session: Any = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as e:  # e.g. an opset newer than this onnxruntime
+        raise OnnxCheckError(f"{path}: onnxruntime cannot load it ({str(e).strip().splitlines()[0]})") from e
+    reference = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for b, h, w in sizes:
+        lq = (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(dtype)  # (B,3,h,w) in [-1,1]
+        eps = torch.randn(b, 3, SCALE * h, SCALE * w, generator=g).to(dtype)  # (B,3,4h,4w)
+        (hr,) = session.run(["hr"], {"lq": lq.numpy(), "eps": eps.numpy()})
+        with torch.inference_mode():
+            ref = sample_one_step(reference, lq.float(), eps.float())  # (B,3,4h,4w) float32
+        if tuple(hr.shape) != tuple(ref.shape):
+            raise OnnxCheckError(
+                f"{path}: output {tuple(hr.shape)} at {b}x{h}x{w}, PyTorch gives {tuple(ref.shape)}"
+            )
+        worst = max(worst, (torch.from_numpy(hr).float() - ref).abs().max().item())
+    if worst > TOLERANCE[dtype]:
+        raise OnnxCheckError(
+            f"{path}: max |onnx - torch| = {worst:.3g} exceeds the {PRECISIONS[dtype]} tolerance {TOLERANCE[dtype]:g}"
+        )
+    return worst
