@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 
@@ -18,3 +20,18 @@ def temp_beside(path: Path, suffix: str = "") -> Path:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600)
     return Path(tmp)
+
+
+@contextmanager
+def atomic_path(path: Path, suffix: str = ".partial") -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is synced and renamed onto `path`, on any
+    error (Ctrl-C included) it is removed, so `path` is always either the old file or the new one."""
+    tmp = temp_beside(Path(path), suffix)
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

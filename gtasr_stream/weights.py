@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -16,7 +15,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from .errors import UserError
-from .files import temp_beside
+from .files import atomic_path
 from .model.network import PRESETS, GTASRNet, build_network
 
 FORMAT = "gtasr-stream"
@@ -60,15 +59,8 @@ def save_weights(
     tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
     path = Path(path)
     # Temp file beside the target, then rename: a crash never leaves a half-written file at path.
-    tmp = temp_beside(path, ".partial.tmp")
-    try:
+    with atomic_path(path, ".partial.tmp") as tmp:
         save_file(tensors, tmp, metadata=metadata)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[str, str]]:

@@ -20,7 +20,7 @@ from PIL import Image
 
 from benchmarks.peers import PEER_FILES, load_peer
 from gtasr_stream.engines.torch_engine import Noise, Upscaler, resolve_device
-from gtasr_stream.files import temp_beside
+from gtasr_stream.files import atomic_path
 
 from .clips import moving_camera_clip
 from .degradation import DegradationConfig, degrade_fixed
@@ -153,15 +153,13 @@ def markdown(results: dict[str, dict[str, float]]) -> str:
 
 
 def _write(path: Path, text: str) -> None:
-    tmp = temp_beside(path, ".partial")
-    tmp.write_text(text)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
 
 
 def _compare_png(path: Path, outputs: dict[str, torch.Tensor], hr: torch.Tensor, size: int = 128) -> None:
     """The first photo's centre, side by side: each method, then the ground truth."""
     tiles = [_centre(o[0], size) for o in outputs.values()] + [_centre(hr[0], size)]
     row = torch.cat(tiles, dim=-1).clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
-    tmp = temp_beside(path, ".partial.png")
-    Image.fromarray(row).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path, ".partial.png") as tmp:
+        Image.fromarray(row).save(tmp)

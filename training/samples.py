@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gtasr_stream.files import temp_beside
+from gtasr_stream.files import atomic_path
 from gtasr_stream.model import ConsistencyModel, sample_one_step, upsample_lq
 
 from .degradation import DegradationConfig, degrade_fixed
@@ -37,6 +37,5 @@ def save_grid(path: Path, model: ConsistencyModel, val: tuple[torch.Tensor, torc
     rows = torch.cat([upsample_lq(lq), out, hr], dim=-1)  # (N,3,crop,3*crop)
     grid = torch.cat(list(rows), dim=-2).add(1).mul(127.5).clamp(0, 255).round()
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_beside(path, ".partial.png")
-    Image.fromarray(grid.byte().permute(1, 2, 0).cpu().numpy().astype(np.uint8)).save(tmp)
-    tmp.replace(path)
+    with atomic_path(path, ".partial.png") as tmp:
+        Image.fromarray(grid.byte().permute(1, 2, 0).cpu().numpy().astype(np.uint8)).save(tmp)

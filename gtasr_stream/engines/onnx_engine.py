@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
-from ..files import temp_beside
+from ..files import atomic_path
 from ..model import SCALE, ConsistencyModel
 
 GRAPH_VERSION = 1  # part of the cache key: bump when SamplerGraph changes what it computes
@@ -158,16 +158,9 @@ def export_onnx(
             proto.graph.output[0].type.tensor_type.shape.dim[axis].dim_param = name
 
     path = Path(path)
-    tmp = temp_beside(path, ".partial.onnx")
-    try:
+    with atomic_path(path, ".partial.onnx") as tmp:
         onnx.save(proto, str(tmp))
         onnx.checker.check_model(str(tmp), full_check=True)  # full_check: also infers every shape
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return path
 
 
