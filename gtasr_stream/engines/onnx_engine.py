@@ -23,12 +23,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import UserError
 from ..files import atomic_path
-from ..model import SCALE, ConsistencyModel
+from ..model import SCALE, ConsistencyModel, sample_padded
 
 GRAPH_VERSION = 1  # part of the cache key: bump when SamplerGraph changes what it computes
 BF16_MIN_OPSET = 22  # ONNX Conv and Resize accept bfloat16 from opset 22
@@ -60,7 +59,7 @@ class SamplerGraph(nn.Module):
 
     def forward(self, lq: Tensor, eps: Tensor) -> Tensor:
         # lq (B,3,h,w) in [-1,1], eps (B,3,4h,4w) ~ N(0,1), both in the model's dtype
-        b, _, h, w = lq.shape
+        h, w = lq.shape[-2:]
         m = self.model.multiple
         # padded LR size, written as a multiple of m so that torch.export sees hp % m == 0
         hp, wp = (h + m - 1) // m * m, (w + m - 1) // m * m
@@ -73,15 +72,8 @@ class SamplerGraph(nn.Module):
         )
         eps_p = eps[:, :, iy][:, :, :, ix]
 
-        # 2. x_T = y + eps with y = upsample_lq(lq_p); an explicit size rather than upsample_lq's
-        # scale_factor, whose float size arithmetic the exporter cannot reason about (same numbers)
-        y = F.interpolate(lq_p, size=(SCALE * hp, SCALE * wp), mode="bicubic", align_corners=False)
-        x = y.clamp(-1.0, 1.0) + eps_p  # (B,3,4hp,4wp)
-
-        # 3. one model call at eta = 1 (c_skip, c_out, c_noise inside), clamp, crop
-        eta = torch.ones(b, dtype=x.dtype, device=x.device)
-        out = self.model(x, eta, lq_p).clamp(-1.0, 1.0)
-        return out[:, :, : SCALE * h, : SCALE * w]  # (B,3,4h,4w)
+        # 2. x_T = y + eps, one model call at eta = 1, clamp; then crop
+        return sample_padded(self.model, lq_p, eps_p)[:, :, : SCALE * h, : SCALE * w]  # (B,3,4h,4w)
 
 
 @contextlib.contextmanager

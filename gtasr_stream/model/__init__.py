@@ -9,7 +9,9 @@ from .consistency import (
     c_out,
     c_skip,
     forward_process,
+    pad_bottom_right,
     sample_one_step,
+    sample_padded,
     time_grid,
     upsample_lq,
 )
@@ -29,7 +31,9 @@ __all__ = [
     "c_out",
     "c_skip",
     "forward_process",
+    "pad_bottom_right",
     "sample_one_step",
+    "sample_padded",
     "time_grid",
     "upsample_lq",
 ]

@@ -86,13 +86,28 @@ class ConsistencyModel(nn.Module):
         return skip * x + out * self.net(x, c_noise(e).to(x.dtype), lq)
 
 
-def _pad_bottom_right(x: Tensor, ph: int, pw: int) -> Tensor:
+def pad_bottom_right(x: Tensor, ph: int, pw: int) -> Tensor:
     """Pad H by ph and W by pw at the end: reflect, or replicate where the pad is >= the size."""
     if pw:
         x = F.pad(x, (0, pw, 0, 0), mode="reflect" if pw < x.shape[-1] else "replicate")
     if ph:
         x = F.pad(x, (0, 0, 0, ph), mode="reflect" if ph < x.shape[-2] else "replicate")
     return x
+
+
+def sample_padded(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Tensor:
+    """The one model call of one-step sampling on an LR input whose sides are multiples of
+    model.multiple: x_T = y + eps (y = upsample_lq(lq)), f(x_T, 1, lq), clamped to [-1, 1].
+
+    lq (B,3,h,w), eps (B or 1,3,4h,4w) or None, all in the model's dtype -> (B,3,4h,4w).
+    An explicit output size rather than upsample_lq's scale_factor (the same numbers), so that
+    torch.export can reason about the sizes symbolically.
+    """
+    b, _, h, w = lq.shape
+    y = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+    x = y if eps is None else y + eps
+    eta = torch.ones(b, dtype=lq.dtype, device=lq.device)
+    return model(x, eta, lq).clamp(-1.0, 1.0)
 
 
 def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Tensor:
@@ -104,7 +119,7 @@ def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> 
     # 1. check inputs
     if lq.ndim != 4 or lq.shape[1] != 3:
         raise ValueError(f"lq must be (B,3,h,w), got {tuple(lq.shape)}")
-    b, _, h, w = lq.shape
+    h, w = lq.shape[-2:]
     if eps is not None and (eps.ndim != 4 or eps.shape[1:] != (3, SCALE * h, SCALE * w)):
         raise ValueError(f"eps must be (B or 1,3,{SCALE * h},{SCALE * w}), got {tuple(eps.shape)}")
     dtype = next(model.parameters()).dtype
@@ -112,12 +127,8 @@ def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> 
     # 2. pad LR to the network's multiple, and eps the same way at HR
     m = model.multiple
     ph, pw = -h % m, -w % m
-    lq_p = _pad_bottom_right(lq.to(dtype), ph, pw)  # (B,3,h+ph,w+pw)
-    x = upsample_lq(lq_p)  # (B,3,4(h+ph),4(w+pw)) = y
-    if eps is not None:
-        x = x + _pad_bottom_right(eps.to(dtype), SCALE * ph, SCALE * pw)
+    lq_p = pad_bottom_right(lq.to(dtype), ph, pw)  # (B,3,h+ph,w+pw)
+    eps_p = None if eps is None else pad_bottom_right(eps.to(dtype), SCALE * ph, SCALE * pw)
 
     # 3. one model call at eta = 1, clamp, crop
-    eta = torch.ones(b, dtype=dtype, device=lq.device)
-    out = model(x, eta, lq_p).clamp(-1.0, 1.0)
-    return out[:, :, : SCALE * h, : SCALE * w]
+    return sample_padded(model, lq_p, eps_p)[:, :, : SCALE * h, : SCALE * w]
