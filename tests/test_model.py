@@ -118,3 +118,21 @@ def test_attention_is_window_local_with_relative_bias() -> None:
     assert index.shape == (64, 64)
     assert (index.diagonal() == 7 * 15 + 7).all()
     assert int(index.min()) == 0 and int(index.max()) == 15 * 15 - 1
+
+
+@pytest.mark.parametrize("preset", ["tiny", "small"])
+def test_video_presets_start_at_bicubic_and_paper_does_not(preset: str) -> None:
+    """The video presets' global residual with a zero last conv: a fresh net's one-step output is
+    bicubic up to c_skip(1) + c_out(1) - 1 = 1.25e-3 of the image; the published net has none."""
+    from gtasr_stream.model import ConsistencyModel, sample_one_step, upsample_lq
+
+    torch.manual_seed(0)
+    lq = torch.rand(1, 3, 64, 64) * 2 - 1
+    with torch.no_grad():
+        fresh = sample_one_step(ConsistencyModel(build_network(preset)).eval(), lq, None)
+        assert (fresh - upsample_lq(lq)).abs().max() < 2e-3
+        assert PRESETS[preset].bicubic_residual and not PRESETS["paper"].bicubic_residual
+        net = build_network(preset)
+        net.head[-1].weight.data.normal_(0, 0.1)  # a trained head adds detail on top of bicubic
+        trained = sample_one_step(ConsistencyModel(net).eval(), lq, None)
+        assert (trained - upsample_lq(lq)).abs().max() > 0.05
