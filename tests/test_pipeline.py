@@ -259,3 +259,12 @@ def test_other_containers_keep_timestamps_and_audio(tmp_path, upscaler, ext):
     if ext == "ts":  # MPEG-TS carries AAC with a 7-byte ADTS header in front of the same payload
         audio = [p[7:] for p in audio]
     assert audio == probe(clip.path).audio
+
+
+def test_encoder_probe_opens_a_software_encoder() -> None:
+    """`-c auto` asks NVENC whether the GPU has it by opening it; the probe itself must work
+    (it once called a close() PyAV does not have and so said no to every encoder)."""
+    from gtasr_stream.video.writer import _encoder_opens
+
+    assert _encoder_opens("libx264")
+    assert not _encoder_opens("no_such_encoder")

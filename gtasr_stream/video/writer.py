@@ -108,8 +108,7 @@ def _encoder_opens(name: str) -> bool:
         ctx: Any = av.codec.CodecContext.create(name, "w")
         ctx.width, ctx.height, ctx.pix_fmt = 256, 256, "yuv420p"
         ctx.time_base = Fraction(1, 25)
-        ctx.open()
-        ctx.close()
+        ctx.open()  # PyAV frees the context when it is collected (it has no close())
         return True
     except Exception:
         return False
