@@ -1,6 +1,7 @@
-"""`gtasr-export`: write the model as one ONNX graph (dynamic batch, height and width), check it against
-PyTorch with onnxruntime, and say what the TensorRT engine needs.  The only module of `export` that
-parses flags and prints.
+"""`gtasr-export`: write the model as one ONNX graph (dynamic batch, height and width) checked against
+PyTorch with onnxruntime, build its TensorRT engine where TensorRT and a GPU are (profile from the
+shape flags, cached), and with --pt2 compile an AOTInductor package.  The only module of `export`
+that parses flags and prints.
 
 Exit codes as gtasr-stream's: 1 for a bad flag, file or environment (one line on stderr), 3 for an
 internal error (GTASR_DEBUG=1 shows its traceback).
@@ -36,6 +37,9 @@ class ExportOptions:
     cache_dir: Path  # where the TensorRT engine and its timing cache will go
     onnx_only: bool  # stop after the ONNX file (no TensorRT engine)
     check: bool  # run the graph with onnxruntime at the three shapes and compare with PyTorch
+    pt2: bool  # also compile an AOTInductor package for `device`
+    device: str  # auto | cpu | cuda | cuda:N: where the .pt2 (and the engine) will run
+    workspace_gib: float  # TensorRT builder workspace
 
 
 def parse_shape(flag: str, text: str) -> Shape:
@@ -60,6 +64,9 @@ def _options(
     cache_dir: str | None,
     onnx_only: bool,
     check: bool,
+    pt2: bool,
+    device: str,
+    workspace: float,
 ) -> ExportOptions:
     """Validate the flags (shapes before anything slow) and build the options, or a UserError."""
     shapes = (
@@ -102,6 +109,9 @@ def _options(
         cache_dir=Path(cache_dir) if cache_dir is not None else default_cache_dir(),
         onnx_only=onnx_only,
         check=check,
+        pt2=pt2,
+        device=device,
+        workspace_gib=workspace,
     )
 
 
@@ -153,12 +163,65 @@ def run(opts: ExportOptions) -> Path:
             f" (tolerance {TOLERANCE[dtype]:g}) in {time.perf_counter() - start:.1f} s"
         )
 
-    # 4. TensorRT: not in this version
+    # 4. AOTInductor package
+    if opts.pt2:
+        _package(opts, model, dtype, shapes)
+
+    # 5. TensorRT engine, where TensorRT and a GPU are
     if not opts.onnx_only:
+        _engine(opts, path, model, shapes)
+    return path
+
+
+def _engine(opts: ExportOptions, onnx_path: Path, model: Any, shapes: tuple[Shape, ...]) -> None:
+    """Build (or find) the TensorRT engine of the graph for the flags' profile in opts.cache_dir."""
+    from gtasr_stream.engines.onnx_engine import weights_sha256
+    from gtasr_stream.engines.trt_engine import cached_engine, profile_from_flags, trt_available
+
+    if not trt_available():
         click.echo(
             "TensorRT engine not built: it needs `pip install gtasr-stream[trt]` and an NVIDIA GPU"
-            f" (it will be cached in {opts.cache_dir}); the ONNX file above is ready"
+            f" (it would be cached in {opts.cache_dir}); the ONNX file above is ready"
         )
+        return
+    start = time.perf_counter()
+    engine = cached_engine(
+        onnx_path,
+        weights_sha256(model),
+        opts.precision,
+        profile_from_flags(*shapes),
+        opts.cache_dir,
+        int(opts.workspace_gib * 2**30),
+        lambda msg: click.echo(msg),
+    )
+    click.echo(
+        f"TensorRT engine {engine} for inputs {profile_from_flags(*shapes)}"
+        f" ({time.perf_counter() - start:.1f} s)"
+    )
+
+
+def _package(opts: ExportOptions, model: Any, dtype: Any, shapes: tuple[Shape, ...]) -> Path:
+    """Compile the AOTInductor .pt2 for opts.device and (with --check) compare it with PyTorch fp32."""
+    from gtasr_stream.engines.aoti_engine import AotiStep, compile_package
+    from gtasr_stream.engines.torch_engine import resolve_device
+
+    from .onnx_export import TOLERANCE, max_difference
+
+    device = resolve_device(opts.device)
+    path = opts.out / f"{opts.weights.stem}.{opts.precision}.{device.type}.pt2"
+    start = time.perf_counter()
+    compile_package(model, path, dtype=dtype, device=device)
+    click.echo(
+        f"wrote {path} (AOTInductor for {device}, {opts.precision}, any B, H, W;"
+        f" {path.stat().st_size / 2**20:.1f} MB) in {time.perf_counter() - start:.1f} s"
+    )
+    if opts.check:
+        tolerance = TOLERANCE.get(dtype, 2e-2)  # bf16: 8 mantissa bits, about twice fp16's error
+        diff = max_difference(AotiStep(path, device), model, shapes, dtype, device)
+        if diff > tolerance:
+            path.unlink(missing_ok=True)
+            raise UserError(f"{path}: max |pt2 - torch| = {diff:.3g} exceeds {tolerance:g}; removed it")
+        click.echo(f"checked the package: max |pt2 - torch| = {diff:.2g} (tolerance {tolerance:g})")
     return path
 
 
@@ -236,6 +299,21 @@ def _exit_on_error(fn: Callable[[], Any]) -> None:
     show_default=True,
     help="Run the graph with onnxruntime (CPU) at the three shapes and compare with PyTorch fp32.",
 )
+@click.option(
+    "--pt2",
+    is_flag=True,
+    help="Also compile an AOTInductor package (.pt2, for --device) that runs with torch alone.",
+)
+@click.option(
+    "--device", default="auto", show_default=True, help="Where the .pt2 will run: auto, cpu, cuda:N."
+)
+@click.option(
+    "--workspace",
+    default=4.0,
+    show_default=True,
+    type=click.FloatRange(min=0.25),
+    help="TensorRT builder workspace in GiB.",
+)
 def main(**flags: Any) -> None:
-    """Export the GTASR one-step sampler to ONNX (and, later, a TensorRT engine) for deployment."""
+    """Export the GTASR one-step sampler to ONNX, a TensorRT engine and an AOTInductor package."""
     _exit_on_error(lambda: run(_options(**flags)))

@@ -7,7 +7,7 @@ it to export on first use; this module adds the validation a deployer runs befor
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from gtasr_stream.engines.onnx_engine import PRECISIONS, export_onnx
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import SCALE, ConsistencyModel, sample_one_step
 
-__all__ = ["TOLERANCE", "OnnxCheckError", "check_onnx", "export_onnx"]
+__all__ = ["TOLERANCE", "OnnxCheckError", "check_onnx", "export_onnx", "max_difference"]
 
 # Max |onnx - torch fp32| on hr in [-1,1] (2/255 is one 8-bit code value).  Measured on the tiny
 # preset with random weights: fp32 3e-7 (float reordering), fp16 4e-4 (PyTorch's own fp16 is 4e-4).
@@ -26,6 +26,31 @@ TOLERANCE = {torch.float32: 1e-3, torch.float16: 1e-2}
 
 class OnnxCheckError(UserError):
     """The graph's output differs from PyTorch's beyond TOLERANCE, or has the wrong shape."""
+
+
+def max_difference(
+    run: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    model: ConsistencyModel,
+    sizes: Sequence[tuple[int, int, int]],
+    dtype: torch.dtype,
+    device: str | torch.device = "cpu",
+) -> float:
+    """Max |run(lq, eps) - sample_one_step(model fp32)| over fresh random inputs at each (B,h,w) of
+    `sizes`.  The inputs are rounded to `dtype` (and put on `device`) for `run`; the reference sees the
+    rounded values in float32 on the CPU.  A wrong output shape raises OnnxCheckError."""
+    reference = copy.deepcopy(model).to("cpu", torch.float32).eval()
+    g = torch.Generator().manual_seed(0)
+    worst = 0.0
+    for b, h, w in sizes:
+        lq = (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(dtype)  # (B,3,h,w) in [-1,1]
+        eps = torch.randn(b, 3, SCALE * h, SCALE * w, generator=g).to(dtype)  # (B,3,4h,4w)
+        with torch.inference_mode():
+            hr = run(lq.to(device), eps.to(device)).to("cpu", torch.float32)
+            ref = sample_one_step(reference, lq.float(), eps.float())  # (B,3,4h,4w) float32
+        if tuple(hr.shape) != tuple(ref.shape):
+            raise OnnxCheckError(f"output {tuple(hr.shape)} at {b}x{h}x{w}, PyTorch gives {tuple(ref.shape)}")
+        worst = max(worst, (hr - ref).abs().max().item())
+    return worst
 
 
 def check_onnx(
@@ -50,20 +75,15 @@ def check_onnx(
         session: Any = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # e.g. an opset newer than this onnxruntime
         raise OnnxCheckError(f"{path}: onnxruntime cannot load it ({str(e).strip().splitlines()[0]})") from e
-    reference = copy.deepcopy(model).to("cpu", torch.float32).eval()
-    g = torch.Generator().manual_seed(0)
-    worst = 0.0
-    for b, h, w in sizes:
-        lq = (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(dtype)  # (B,3,h,w) in [-1,1]
-        eps = torch.randn(b, 3, SCALE * h, SCALE * w, generator=g).to(dtype)  # (B,3,4h,4w)
+
+    def run(lq: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         (hr,) = session.run(["hr"], {"lq": lq.numpy(), "eps": eps.numpy()})
-        with torch.inference_mode():
-            ref = sample_one_step(reference, lq.float(), eps.float())  # (B,3,4h,4w) float32
-        if tuple(hr.shape) != tuple(ref.shape):
-            raise OnnxCheckError(
-                f"{path}: output {tuple(hr.shape)} at {b}x{h}x{w}, PyTorch gives {tuple(ref.shape)}"
-            )
-        worst = max(worst, (torch.from_numpy(hr).float() - ref).abs().max().item())
+        return torch.from_numpy(hr)
+
+    try:
+        worst = max_difference(run, model, sizes, dtype)
+    except OnnxCheckError as e:
+        raise OnnxCheckError(f"{path}: {e}") from e
     if worst > TOLERANCE[dtype]:
         raise OnnxCheckError(
             f"{path}: max |onnx - torch| = {worst:.3g} exceeds the {PRECISIONS[dtype]} tolerance {TOLERANCE[dtype]:g}"

@@ -62,6 +62,10 @@ class _Printer:
         if not self.quiet:
             console.print(f"[yellow]gtasr-stream: warning:[/] {msg}", soft_wrap=True)
 
+    def info(self, msg: str) -> None:
+        if not self.quiet:
+            console.print(f"gtasr-stream: {msg}", soft_wrap=True)
+
 
 @main.command("upscale")
 @click.argument("src", metavar="IN")
@@ -107,17 +111,24 @@ class _Printer:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise.")
 @click.option(
     "--backend",
-    type=click.Choice(["auto", "torch", "onnx"]),
+    type=click.Choice(["auto", "torch", "onnx", "trt", "aoti"]),
     default="auto",
     show_default=True,
-    help="What runs the network: torch, or onnx (ONNX Runtime; without --onnx the weights are exported "
-    "once into ~/.cache/gtasr-stream). auto is torch for now.",
+    help="What runs the network: torch (eager), onnx (ONNX Runtime), trt (TensorRT engine built from the "
+    "ONNX graph), aoti (AOTInductor package). Compiled forms are made once and cached in "
+    "~/.cache/gtasr-stream. auto: trt, then aoti on CUDA; on the CPU a cached aoti package, else torch.",
 )
 @click.option(
     "--onnx",
     "onnx_path",
     type=click.Path(dir_okay=False),
-    help="ONNX graph written by gtasr-export, for --backend onnx.",
+    help="ONNX graph written by gtasr-export, for --backend onnx or trt.",
+)
+@click.option(
+    "--pt2",
+    "pt2_path",
+    type=click.Path(dir_okay=False),
+    help="AOTInductor package written by gtasr-export --pt2, for --backend aoti.",
 )
 @click.option(
     "-s",
@@ -184,6 +195,7 @@ def upscale(
     seed: int,
     backend: Any,
     onnx_path: str | None,
+    pt2_path: str | None,
     outscale: float,
     codec: str,
     crf: float | None,
@@ -220,6 +232,7 @@ def upscale(
             seed=seed,
             backend=backend,
             onnx=onnx_path,
+            pt2=pt2_path,
             outscale=outscale,
             hwaccel=hwaccel,
             overwrite=overwrite,
@@ -276,6 +289,8 @@ def _upscale(
     from .video.writer import EncodeOptions
 
     up = Upscaler(on_warning=out.warn, **engine)
+    if up.backend_note and (up.backend != "torch" or up.device.type == "cuda"):  # auto chose: say which
+        out.info(f"backend {up.backend} ({up.backend_note}; --backend picks another)")
     opts = EncodeOptions(**encode)
     progress = Progress(
         TextColumn("[bold]{task.description}"),
@@ -327,8 +342,7 @@ def _upscale(
     where = "nowhere (benchmark)" if dst is None else dst
     console.print(
         f"wrote {stats.encoded} frames at {w}x{h} ({stats.codec}) to {where} in {stats.elapsed:.1f} s,"
-        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')}"
-        + (" (onnxruntime)" if up.backend == "onnx" else ""),
+        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')} ({up.backend})",
         soft_wrap=True,
     )
     if dst is None:

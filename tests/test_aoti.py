@@ -1,0 +1,181 @@
+"""The AOTInductor backend: the compiled package against PyTorch at odd, portrait and tiny sizes, its
+metadata and cache, `--backend auto` picking a cached package on the CPU, the one-line errors, and
+`gtasr-stream --backend aoti` against `--backend torch` frame for frame on a real clip.
+
+One CPU fp32 package of the tiny test model is compiled for the module (about a minute on 2 cores).
+Skipped without a C++ compiler, which Inductor needs.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+from conftest import run_cli
+from test_real_clips import head
+
+from gtasr_stream.engines.aoti_engine import (
+    AotiStep,
+    cached_package,
+    compiler_available,
+    package_cache_key,
+)
+from gtasr_stream.engines.onnx_engine import weights_sha256
+from gtasr_stream.engines.torch_engine import Upscaler
+from gtasr_stream.errors import UserError
+from gtasr_stream.model import ConsistencyModel, sample_one_step
+from gtasr_stream.weights import load_weights
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not compiler_available(), reason="AOTInductor needs a C++ compiler"),
+    pytest.mark.filterwarnings("ignore::FutureWarning"),  # torch.export's and Inductor's own deprecations
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+]
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights: Path) -> ConsistencyModel:
+    net, _ = load_weights(tiny_weights)
+    return ConsistencyModel(net).eval()
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stands in for $XDG_CACHE_HOME."""
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
+@pytest.fixture(scope="module")
+def package(model: ConsistencyModel, cache_home: Path) -> Path:
+    """The fp32 CPU package, compiled through the cache exactly as `--backend aoti` does."""
+    messages: list[str] = []
+    path = cached_package(model, torch.float32, CPU, cache_home / "gtasr-stream", messages.append)
+    assert len(messages) == 1 and str(path) in messages[0]  # announced once
+    assert cached_package(model, torch.float32, CPU, cache_home / "gtasr-stream", messages.append) == path
+    assert len(messages) == 1  # the second call found it
+    return path
+
+
+@pytest.mark.parametrize("b,h,w", [(2, 37, 53), (1, 5, 40), (3, 64, 32), (1, 33, 17), (2, 1, 1)])
+def test_package_matches_pytorch(model: ConsistencyModel, package: Path, b: int, h: int, w: int) -> None:
+    """Padding happens around the package on the device; any size gives sample_one_step's numbers."""
+    step = AotiStep(package, CPU)
+    assert step.dtype == torch.float32 and step.multiple == model.multiple  # from the metadata
+    g = torch.Generator().manual_seed(h * 100 + w)
+    lq = torch.rand(b, 3, h, w, generator=g) * 2 - 1
+    eps = torch.randn(1, 3, 4 * h, 4 * w, generator=g)
+    with torch.inference_mode():
+        for e in (eps, None):  # one eps for the batch (--noise fixed), and no noise
+            got, ref = step(lq, e), sample_one_step(model, lq, e)
+            assert got.shape == ref.shape == (b, 3, 4 * h, 4 * w)
+            assert (got - ref).abs().max().item() < 1e-4
+
+
+def test_cache_key_changes_with_each_ingredient(model: ConsistencyModel) -> None:
+    sha = weights_sha256(model)
+    base = package_cache_key(sha, torch.float16, "cuda-sm90-NVIDIA H100", "2.13.0")
+    variants = [
+        package_cache_key("0" * 64, torch.float16, "cuda-sm90-NVIDIA H100", "2.13.0"),
+        package_cache_key(sha, torch.bfloat16, "cuda-sm90-NVIDIA H100", "2.13.0"),
+        package_cache_key(sha, torch.float16, "cuda-sm80-NVIDIA A100", "2.13.0"),
+        package_cache_key(sha, torch.float16, "cuda-sm90-NVIDIA H100", "2.14.0"),
+    ]
+    assert base == package_cache_key(sha, torch.float16, "cuda-sm90-NVIDIA H100", "2.13.0")
+    assert len({base, *variants}) == 5 and base.startswith("gtasr-fp16-")
+
+
+def test_auto_uses_a_cached_package_on_the_cpu_and_torch_otherwise(
+    tiny_weights: Path, package: Path, cache_home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache_home))
+    up = Upscaler(weights=tiny_weights, device="cpu")
+    assert up.backend == "aoti" and "cached" in up.backend_note
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # an empty cache: no compile behind the user's back
+    up = Upscaler(weights=tiny_weights, device="cpu")
+    assert up.backend == "torch" and up.backend_note == "CPU default"
+
+
+def test_errors_are_one_line(tiny_weights: Path, package: Path, tmp_path: Path) -> None:
+    not_a_package = tmp_path / "x.pt2"
+    not_a_package.write_bytes(b"not a zip")
+    cases = [
+        (dict(backend="torch", pt2=package), "--pt2 PATH needs --backend aoti"),
+        (dict(backend="aoti", pt2=tmp_path / "missing.pt2"), "no such file"),
+        (dict(backend="aoti", pt2=not_a_package), "not a loadable AOTInductor package"),
+        (dict(backend="aoti", pt2=package, precision="bf16"), "is a float32 package"),
+    ]
+    for kw, expected in cases:
+        with pytest.raises(UserError, match=expected) as info:
+            Upscaler(weights=tiny_weights, device="cpu", **kw)
+        assert "\n" not in str(info.value)
+
+
+def test_gtasr_stream_backend_aoti_matches_torch_on_a_real_clip(
+    tmp_path: Path, shared_data: Path, tiny_weights: Path, package: Path, cache_home: Path
+) -> None:
+    """Lossless output, so only the model's numbers can differ: at most one 8-bit code value."""
+    clip = head(shared_data / "videos" / "carphone_pristine.mp4", tmp_path / "in.mp4", 4)
+    before = sorted(os.listdir(package.parent))
+    decoded = {}
+    for name, args in {
+        "torch": ["--backend", "torch"],
+        "aoti": ["--backend", "aoti", "--pt2", package],
+    }.items():
+        out = tmp_path / f"{name}.mkv"
+        r = run_cli(clip, out, "--weights", tiny_weights, "-c", "ffv1", "-b", "2", *args)
+        assert r.returncode == 0, r.stderr.decode()
+        assert f"({name})" in r.stderr.decode()
+        with av.open(str(out)) as c:
+            decoded[name] = [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+    assert sorted(os.listdir(package.parent)) == before
+    ref, got = decoded["torch"], decoded["aoti"]
+    assert len(ref) == 4 and [p for p, _ in got] == [p for p, _ in ref]
+    diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+    print(f"--backend aoti vs torch: max difference {diff} (8-bit code values)")
+    assert diff <= 1
+
+
+def test_a_copied_package_runs_without_the_model_code(package: Path, tmp_path: Path) -> None:
+    """What a deployer gets: the .pt2 alone, loaded through torch only."""
+    alone = Path(shutil.copy(package, tmp_path / "gtasr.pt2"))
+    runner = torch._inductor.aoti_load_package(str(alone))
+    meta = runner.get_metadata()
+    m = int(meta["gtasr_multiple"])
+    lq = torch.rand(1, 3, m, 2 * m) * 2 - 1
+    with torch.inference_mode():
+        hr = runner(lq, torch.zeros(1, 3, 4 * m, 8 * m))
+    hr = hr[0] if isinstance(hr, (list, tuple)) else hr
+    assert hr.shape == (1, 3, 4 * m, 8 * m) and hr.abs().max() <= 1
+
+
+def test_gtasr_export_pt2_writes_and_checks_a_package(
+    tiny_weights: Path, package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's wiring and its check on a real package (the module's, not compiled again)."""
+    pytest.importorskip("onnxscript", reason="gtasr-export writes the ONNX graph first")
+    from click.testing import CliRunner
+
+    from export.cli import main as export_main
+
+    calls: list[tuple[Path, torch.dtype, torch.device]] = []
+
+    def reuse(model: ConsistencyModel, path: Path, *, dtype: torch.dtype, device: torch.device) -> Path:
+        calls.append((path, dtype, device))
+        return Path(shutil.copy(package, path))
+
+    monkeypatch.setattr("gtasr_stream.engines.aoti_engine.compile_package", reuse)
+    args = ["--weights", tiny_weights, "--out", tmp_path, "--onnx-only", "--pt2", "--device", "cpu"]
+    args += ["--min-shape", "1x9x17", "--opt-shape", "2x33x21", "--max-shape", "2x40x64"]
+    result = CliRunner().invoke(export_main, [str(a) for a in args])
+    print(result.output)
+    assert result.exit_code == 0, result.output
+    assert calls == [(tmp_path / "tiny.fp32.cpu.pt2", torch.float32, CPU)]
+    assert "checked the package: max |pt2 - torch|" in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.fp32.cpu.pt2", "tiny.fp32.onnx"]
