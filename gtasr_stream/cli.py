@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
@@ -60,11 +61,11 @@ class _Printer:
 
     def warn(self, msg: str) -> None:
         if not self.quiet:
-            console.print(f"[yellow]gtasr-stream: warning:[/] {msg}", soft_wrap=True)
+            console.print(f"[yellow]gtasr-stream: warning:[/] {escape(msg)}", soft_wrap=True)
 
     def info(self, msg: str) -> None:
         if not self.quiet:
-            console.print(f"gtasr-stream: {msg}", soft_wrap=True)
+            console.print(f"gtasr-stream: {escape(msg)}", soft_wrap=True)
 
 
 @main.command("upscale")
@@ -255,7 +256,7 @@ def _exit_on_error(fn: Any) -> None:
     try:
         fn()
     except UserError as e:
-        console.print(f"[red]gtasr-stream: error:[/] {e}", markup=True, soft_wrap=True)
+        console.print(f"[red]gtasr-stream: error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)
     except KeyboardInterrupt:
         console.print("gtasr-stream: interrupted; nothing was written")
@@ -267,7 +268,7 @@ def _exit_on_error(fn: Any) -> None:
         if os.environ.get("GTASR_DEBUG"):
             raise
         console.print(
-            f"[red]gtasr-stream: internal error:[/] {type(e).__name__}: {e} (GTASR_DEBUG=1 shows where)",
+            f"[red]gtasr-stream: internal error:[/] {type(e).__name__}: {escape(str(e))} (GTASR_DEBUG=1 shows where)",
             soft_wrap=True,
         )
         sys.exit(3)
@@ -339,7 +340,7 @@ def _upscale(
         return
     h, w = stats.out_size
     fps = stats.encoded / stats.elapsed if stats.elapsed else 0.0
-    where = "nowhere (benchmark)" if dst is None else dst
+    where = "nowhere (benchmark)" if dst is None else escape(dst)
     console.print(
         f"wrote {stats.encoded} frames at {w}x{h} ({stats.codec}) to {where} in {stats.elapsed:.1f} s,"
         f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')} ({up.backend})",
@@ -469,7 +470,7 @@ def _preview(opts: Any, model: dict[str, Any]) -> None:
     except KeyboardInterrupt:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the recording short
         p.close()
-        console.print(f"gtasr-stream: preview stopped: {p.summary()}", soft_wrap=True)
+        console.print(f"gtasr-stream: preview stopped: {escape(p.summary())}", soft_wrap=True)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(130)  # as `upscale`: skip the teardown of torch's thread pools after an interrupt
@@ -477,4 +478,4 @@ def _preview(opts: Any, model: dict[str, Any]) -> None:
         p.close()
         raise
     p.close()
-    console.print(f"gtasr-stream: source ended; preview stopped: {p.summary()}", soft_wrap=True)
+    console.print(f"gtasr-stream: source ended; preview stopped: {escape(p.summary())}", soft_wrap=True)

@@ -8,6 +8,7 @@ Everything but the `trt` tests runs on the CPU without TensorRT.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import re
 import sys
 import types
@@ -434,3 +435,21 @@ def test_trt_step_makes_the_engines_a_stream_needs(
             f"limit {limit}, --tile {tile}: max |trt - torch| = {diff:.3g} in [0,1]; engines {list(step.engines)}"
         )
         assert diff <= 1e-2 and len(step.engines) == 1
+
+
+def test_gtasr_stream_backend_trt_without_tensorrt_is_one_line(tmp_path: Path, tiny_weights: Path) -> None:
+    """Asked for by name, a missing runtime is an error saying what to install, never a fallback."""
+    from conftest import run_cli
+    from media import make_clip
+
+    if trt_engine.trt_available():
+        pytest.skip("TensorRT is installed here")
+    clip = make_clip(tmp_path / "in.mkv", frames=2, width=32, height=24)
+    out = tmp_path / "out.mkv"
+    r = run_cli(clip.path, out, "--weights", tiny_weights, "--backend", "trt")
+    lines = r.stderr.decode().strip().splitlines()
+    assert r.returncode == 1 and not out.exists()
+    expected = "pip install gtasr-stream[trt]" if importlib.util.find_spec("tensorrt") is None else "CUDA"
+    assert (
+        len(lines) == 1 and lines[0].startswith("gtasr-stream: error: --backend trt") and expected in lines[0]
+    )
