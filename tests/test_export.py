@@ -330,3 +330,27 @@ def test_gtasr_stream_backend_onnx_matches_torch_frame_for_frame(
         diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
         print(f"--backend {name} vs torch: max difference {diff} (8-bit code values)")
         assert diff <= 1  # float noise of 3e-7 can at most flip a rounding
+
+
+def test_gtasr_stream_backend_onnx_matches_torch_on_a_real_clip(
+    tmp_path: Path, shared_data: Path, tiny_weights: Path, fp32_onnx: Path
+) -> None:
+    """The real carphone clip (176x144, SAR 128:117), lossless output: at most one 8-bit code value."""
+    from test_real_clips import head
+
+    clip = head(shared_data / "videos" / "carphone_pristine.mp4", tmp_path / "in.mp4", 4)
+    decoded = {}
+    for name, args in {
+        "torch": ["--backend", "torch"],
+        "onnx": ["--backend", "onnx", "--onnx", fp32_onnx],
+    }.items():
+        out = tmp_path / f"{name}.mkv"
+        r = run_cli(clip, out, "--weights", tiny_weights, "-c", "ffv1", *args)
+        assert r.returncode == 0, r.stderr.decode()
+        with av.open(str(out)) as c:
+            decoded[name] = [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+    ref, got = decoded["torch"], decoded["onnx"]
+    assert len(ref) == 4 and [p for p, _ in got] == [p for p, _ in ref]
+    diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+    print(f"--backend onnx vs torch on carphone: max difference {diff} (8-bit code values)")
+    assert diff <= 1
