@@ -104,10 +104,11 @@ class _Printer:
 )
 @click.option(
     "--noise",
-    type=click.Choice(["fixed", "fresh", "none"]),
-    default="fixed",
+    type=click.Choice(["auto", "fixed", "fresh", "none"]),
+    default="auto",
     show_default=True,
-    help="fixed: one noise for the whole stream (no flicker); fresh: new per frame; none: zero.",
+    help="fixed: one noise for the whole stream (no flicker); fresh: new per frame; none: zero; "
+    "auto: what the weights' evaluation chose (in their metadata), else fixed.",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise.")
 @click.option(

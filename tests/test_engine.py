@@ -396,3 +396,20 @@ def test_cuda_fp16_matches_cpu_fp32(tiny_weights: Path) -> None:
     assert out.dtype == torch.float32
     assert d.mean().item() < 1e-2
     assert d.max().item() < 0.1
+
+
+def test_noise_auto_follows_the_weights_metadata(tiny_weights: Path, tmp_path: Path) -> None:
+    """--noise auto (the default) takes what the weights' evaluation chose, else one fixed noise."""
+    from gtasr_stream.weights import load_weights, save_weights
+
+    net, _ = load_weights(tiny_weights)
+    chosen = tmp_path / "chosen.safetensors"
+    save_weights(chosen, net, "tiny", "test", extra={"noise": "none"})
+    assert Upscaler(weights=chosen, device="cpu").noise == "none"
+    assert Upscaler(weights=chosen, device="cpu", noise="fresh").noise == "fresh"  # the flag wins
+    assert Upscaler(weights=tiny_weights, device="cpu").noise == "fixed"  # no recommendation
+    odd = tmp_path / "odd.safetensors"
+    save_weights(odd, net, "tiny", "test", extra={"noise": "sometimes"})
+    with pytest.raises(UserError, match="pass --noise"):
+        Upscaler(weights=odd, device="cpu")
+    assert Upscaler(weights=odd, device="cpu", noise="none").noise == "none"

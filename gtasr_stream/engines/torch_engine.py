@@ -19,7 +19,8 @@ from ..model import ConsistencyModel, sample_one_step
 from ..weights import default_weights, load_weights
 from .tiling import Step, run_tiled
 
-Noise = Literal["fixed", "fresh", "none"]
+Noise = Literal["auto", "fixed", "fresh", "none"]
+NOISES = ("fixed", "fresh", "none")
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
 Backend = Literal["auto", "torch", "onnx", "trt", "aoti"]
 BACKENDS = ("torch", "onnx", "trt", "aoti")
@@ -78,15 +79,15 @@ class Upscaler:
         batch: int = 4,
         tile: int = 0,
         tile_pad: int = 16,
-        noise: Noise = "fixed",
+        noise: Noise = "auto",
         seed: int = 0,
         backend: Backend = "auto",
         onnx: str | Path | None = None,
         pt2: str | Path | None = None,
         on_warning: Callable[[str], None] | None = None,
     ) -> None:
-        if noise not in ("fixed", "fresh", "none"):
-            raise ValueError(f"noise must be one of fixed, fresh, none, got {noise!r}")
+        if noise not in ("auto", *NOISES):
+            raise ValueError(f"noise must be one of auto, {', '.join(NOISES)}, got {noise!r}")
         if batch < 1 or tile < 0 or tile_pad < 0:
             raise ValueError("batch must be >= 1, tile and tile_pad >= 0")
         self.device = resolve_device(device)
@@ -100,7 +101,13 @@ class Upscaler:
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.batch, self.tile, self.tile_pad = batch, tile, tile_pad
-        self.noise, self.seed = noise, seed
+        # auto: what the weights' evaluation chose (their 'noise' metadata), else one fixed noise
+        self.noise = self.meta.get("noise", "fixed") if noise == "auto" else noise
+        if self.noise not in NOISES:
+            raise UserError(
+                f"the weights' metadata asks for noise {self.noise!r}, which this version lacks; pass --noise"
+            )
+        self.seed = seed
         self.warn = on_warning or (lambda msg: None)
         self._gen = torch.Generator().manual_seed(seed)
         self._fixed: dict[tuple[int, int], torch.Tensor] = {}
