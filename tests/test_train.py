@@ -292,3 +292,15 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
     assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]
     assert "| bicubic |" in (tmp_path / "ev" / "results.md").read_text()
     assert Image.open(tmp_path / "ev" / "compare.png").size == (4 * 128, 128)
+
+
+def test_evaluate_without_clips_reports_the_photos_only(photos, lpips_file, tmp_path, tiny_weights):
+    """--clips 0 (what the ablations use): photo rows only, no clip rows, no crash."""
+    from training.evaluate import EvaluateOptions, evaluate
+
+    cfg = EvaluateOptions(
+        weights=tiny_weights, val=photos, out=tmp_path / "ev", lpips=lpips_file, peers=None, crop=128, clips=0,
+        device="cpu",
+    )  # fmt: skip
+    res = evaluate(cfg)
+    assert {"gtasr", "bicubic", "lanczos"} <= set(res) and not any(k.startswith("clips:") for k in res)

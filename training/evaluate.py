@@ -125,6 +125,8 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
                 )
             )
     for name, rows in per_clip.items():
+        if not rows:  # --clips 0
+            continue
         a = np.array(rows)
         results[f"clips: {name}"] = {
             "psnr_y": a[:, 0].mean(),
