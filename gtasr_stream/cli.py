@@ -118,7 +118,7 @@ class _Printer:
     show_default=True,
     help="What runs the network: torch (eager), onnx (ONNX Runtime), trt (TensorRT engine built from the "
     "ONNX graph), aoti (AOTInductor package). Compiled forms are made once and cached in "
-    "~/.cache/gtasr-stream. auto: trt, then aoti on CUDA; on the CPU a cached aoti package, else torch.",
+    "~/.cache/gtasr-stream. auto: trt, then aoti, then torch on CUDA; torch on the CPU (measured fastest there).",
 )
 @click.option(
     "--onnx",

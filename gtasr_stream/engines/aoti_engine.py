@@ -102,11 +102,6 @@ def _cache_path(model: ConsistencyModel, dtype: torch.dtype, device: torch.devic
     return cache_dir / f"{key}.pt2"
 
 
-def package_is_cached(model: ConsistencyModel, dtype: torch.dtype, device: torch.device) -> bool:
-    """Whether `--backend aoti` would start without compiling (in the default cache)."""
-    return _cache_path(model, dtype, device, default_cache_dir()).is_file()
-
-
 def cached_package(
     model: ConsistencyModel,
     dtype: torch.dtype,

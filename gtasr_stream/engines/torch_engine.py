@@ -153,10 +153,11 @@ class Upscaler:
         """The fastest backend that is ready here; any that fails says why, and the next one is tried.
 
         On CUDA: TensorRT (when installed), then AOTInductor (compiled once, cached), then PyTorch.
-        On the CPU: a cached AOTInductor package when there is one, else PyTorch (AOTInductor is
-        about 1.35x faster on a 2-core CPU, but compiling takes minutes: `--backend aoti` opts in).
+        On the CPU: PyTorch. AOTInductor is slower than eager there (measured on 2 cores with the
+        tiny preset: 8.3 vs 13.5 fps at 128x128, 0.19 vs 0.28 fps at 960x540;
+        benchmarks/results/throughput_cpu-2t_2026-11-23T0509.json), so `--backend aoti` is opt-in.
         """
-        from .aoti_engine import compiler_available, package_is_cached
+        from .aoti_engine import compiler_available
         from .trt_engine import trt_available
 
         candidates: list[tuple[str, str]] = []
@@ -165,8 +166,6 @@ class Upscaler:
                 candidates.append(("trt", "TensorRT is installed"))
             if compiler_available():
                 candidates.append(("aoti", "TensorRT is not installed; AOTInductor compiles once"))
-        elif package_is_cached(self.model, self.dtype, self.device):
-            candidates.append(("aoti", "a compiled AOTInductor package is cached"))
         for name, why in candidates:
             try:
                 self._use(name, precision, None, None)
@@ -176,7 +175,9 @@ class Upscaler:
                 continue
             self.backend_note = why
             return
-        self.backend_note = "no compiled backend is ready" if self.device.type == "cuda" else "CPU default"
+        self.backend_note = (
+            "no compiled backend is ready" if self.device.type == "cuda" else "fastest on the CPU"
+        )
 
     def _model_step(self, lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
         return sample_one_step(self.model, lq, eps)
