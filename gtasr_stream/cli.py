@@ -118,7 +118,7 @@ class _Printer:
     show_default=True,
     help="What runs the network: torch (eager), onnx (ONNX Runtime), trt (TensorRT engine built from the "
     "ONNX graph), aoti (AOTInductor package). Compiled forms are made once and cached in "
-    "~/.cache/gtasr-stream. auto: trt, then aoti, then torch on CUDA; torch on the CPU (measured fastest there).",
+    "~/.cache/gtasr-stream. auto: trt when installed (CUDA), else torch; aoti is opt-in until measured faster.",
 )
 @click.option(
     "--onnx",

@@ -152,20 +152,17 @@ class Upscaler:
     def _auto(self, precision: Precision) -> None:
         """The fastest backend that is ready here; any that fails says why, and the next one is tried.
 
-        On CUDA: TensorRT (when installed), then AOTInductor (compiled once, cached), then PyTorch.
-        On the CPU: PyTorch. AOTInductor is slower than eager there (measured on 2 cores with the
-        tiny preset: 8.3 vs 13.5 fps at 128x128, 0.19 vs 0.28 fps at 960x540;
-        benchmarks/results/throughput_cpu-2t_2026-11-23T0509.json), so `--backend aoti` is opt-in.
+        On CUDA: TensorRT when installed, else PyTorch eager. On the CPU: eager. AOTInductor stays
+        opt-in (`--backend aoti`) until a measurement puts it ahead: on the CPU it is slower than
+        eager (tiny, 2 cores: 8.3 vs 13.5 fps at 128x128, 0.19 vs 0.28 fps at 960x540;
+        benchmarks/results/throughput_cpu-2t_2026-11-23T0509.json), on CUDA it is not measured yet,
+        and its first use compiles for minutes.
         """
-        from .aoti_engine import compiler_available
         from .trt_engine import trt_available
 
         candidates: list[tuple[str, str]] = []
-        if self.device.type == "cuda":
-            if trt_available():
-                candidates.append(("trt", "TensorRT is installed"))
-            if compiler_available():
-                candidates.append(("aoti", "TensorRT is not installed; AOTInductor compiles once"))
+        if self.device.type == "cuda" and trt_available():
+            candidates.append(("trt", "TensorRT is installed"))
         for name, why in candidates:
             try:
                 self._use(name, precision, None, None)
@@ -176,7 +173,7 @@ class Upscaler:
             self.backend_note = why
             return
         self.backend_note = (
-            "no compiled backend is ready" if self.device.type == "cuda" else "fastest on the CPU"
+            "TensorRT is not installed" if self.device.type == "cuda" else "fastest on the CPU"
         )
 
     def _model_step(self, lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
