@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +52,31 @@ def run_cli(
         env=env,
         cwd=REPO,
     )
+
+
+@pytest.fixture(scope="module")
+def model(tiny_weights: Path):  # -> ConsistencyModel (imported lazily: torch-heavy)
+    """The tiny test model, loaded once per module."""
+    from gtasr_stream.model import ConsistencyModel
+    from gtasr_stream.weights import load_weights
+
+    net, _ = load_weights(tiny_weights)
+    return ConsistencyModel(net).eval()
+
+
+@pytest.fixture(scope="module")
+def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Stands in for $XDG_CACHE_HOME (exported graphs and compiled packages go under it)."""
+    return tmp_path_factory.mktemp("xdg_cache")
+
+
+def decode_frames(path: Path) -> list[tuple[int, np.ndarray]]:
+    """(pts, planes as int16) of every video frame of `path`."""
+    with av.open(str(path)) as c:
+        return [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+
+
+def max_code_difference(got: list[tuple[int, np.ndarray]], ref: list[tuple[int, np.ndarray]]) -> int:
+    """Largest 8-bit code-value difference between two decodes with the same timestamps."""
+    assert [p for p, _ in got] == [p for p, _ in ref]
+    return max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))

@@ -12,11 +12,9 @@ import os
 import shutil
 from pathlib import Path
 
-import av
-import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import decode_frames, max_code_difference, run_cli
 from test_real_clips import head
 
 from gtasr_stream.engines.aoti_engine import (
@@ -29,7 +27,6 @@ from gtasr_stream.engines.onnx_engine import weights_sha256
 from gtasr_stream.engines.torch_engine import Upscaler
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import ConsistencyModel, sample_one_step
-from gtasr_stream.weights import load_weights
 
 pytestmark = [
     pytest.mark.slow,
@@ -38,18 +35,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore::DeprecationWarning"),
 ]
 CPU = torch.device("cpu")
-
-
-@pytest.fixture(scope="module")
-def model(tiny_weights: Path) -> ConsistencyModel:
-    net, _ = load_weights(tiny_weights)
-    return ConsistencyModel(net).eval()
-
-
-@pytest.fixture(scope="module")
-def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Stands in for $XDG_CACHE_HOME."""
-    return tmp_path_factory.mktemp("xdg_cache")
 
 
 @pytest.fixture(scope="module")
@@ -131,12 +116,11 @@ def test_gtasr_stream_backend_aoti_matches_torch_on_a_real_clip(
         r = run_cli(clip, out, "--weights", tiny_weights, "-c", "ffv1", "-b", "2", *args)
         assert r.returncode == 0, r.stderr.decode()
         assert f"({name})" in r.stderr.decode()
-        with av.open(str(out)) as c:
-            decoded[name] = [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+        decoded[name] = decode_frames(out)
     assert sorted(os.listdir(package.parent)) == before
     ref, got = decoded["torch"], decoded["aoti"]
-    assert len(ref) == 4 and [p for p, _ in got] == [p for p, _ in ref]
-    diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+    assert len(ref) == 4
+    diff = max_code_difference(got, ref)
     print(f"--backend aoti vs torch: max difference {diff} (8-bit code values)")
     assert diff <= 1
 

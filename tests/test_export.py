@@ -14,12 +14,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import REPO, run_cli
+from conftest import REPO, decode_frames, max_code_difference, run_cli
 from media import make_clip
 
 pytest.importorskip("onnxruntime", reason="needs onnxruntime: pip install gtasr-stream[onnx]")
@@ -37,7 +36,6 @@ from gtasr_stream.engines.onnx_engine import (  # noqa: E402
 from gtasr_stream.engines.torch_engine import Upscaler  # noqa: E402
 from gtasr_stream.errors import UserError  # noqa: E402
 from gtasr_stream.model import ConsistencyModel, sample_one_step  # noqa: E402
-from gtasr_stream.weights import load_weights  # noqa: E402
 
 # (B, h, w) LR sizes; the tiny preset pads to multiples of 32
 SIZES = [
@@ -47,18 +45,6 @@ SIZES = [
     (1, 33, 17),  # odd, portrait
     (2, 1, 1),  # one pixel
 ]
-
-
-@pytest.fixture(scope="module")
-def model(tiny_weights: Path) -> ConsistencyModel:
-    net, _ = load_weights(tiny_weights)
-    return ConsistencyModel(net).eval()
-
-
-@pytest.fixture(scope="module")
-def cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Stands in for $XDG_CACHE_HOME."""
-    return tmp_path_factory.mktemp("xdg_cache")
 
 
 @pytest.fixture(scope="module")
@@ -319,15 +305,13 @@ def test_gtasr_stream_backend_onnx_matches_torch_frame_for_frame(
         err = r.stderr.decode()
         assert r.returncode == 0, err
         assert f"({name.removesuffix('_file')})" in err and "exporting" not in err
-        with av.open(str(tmp_path / f"{name}.mkv")) as c:
-            decoded[name] = [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+        decoded[name] = decode_frames(tmp_path / f"{name}.mkv")
     assert sorted(os.listdir(fp32_onnx.parent)) == before  # reused, nothing new in the cache
     ref = decoded["torch"]
     assert len(ref) == 5 and ref[0][1].shape == (3, 92, 148)
     for name in ("onnx", "onnx_file"):
         got = decoded[name]
-        assert [p for p, _ in got] == [p for p, _ in ref]
-        diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+        diff = max_code_difference(got, ref)
         print(f"--backend {name} vs torch: max difference {diff} (8-bit code values)")
         assert diff <= 1  # float noise of 3e-7 can at most flip a rounding
 
@@ -347,10 +331,9 @@ def test_gtasr_stream_backend_onnx_matches_torch_on_a_real_clip(
         out = tmp_path / f"{name}.mkv"
         r = run_cli(clip, out, "--weights", tiny_weights, "-c", "ffv1", *args)
         assert r.returncode == 0, r.stderr.decode()
-        with av.open(str(out)) as c:
-            decoded[name] = [(f.pts, f.to_ndarray().astype(np.int16)) for f in c.decode(video=0)]
+        decoded[name] = decode_frames(out)
     ref, got = decoded["torch"], decoded["onnx"]
-    assert len(ref) == 4 and [p for p, _ in got] == [p for p, _ in ref]
-    diff = max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+    assert len(ref) == 4
+    diff = max_code_difference(got, ref)
     print(f"--backend onnx vs torch on carphone: max difference {diff} (8-bit code values)")
     assert diff <= 1
