@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from gtasr_stream.model import ConsistencyModel, build_network
 from training.losses import LossWeights, combine
 from training.lpips import LPIPS
 from training.options import Stage1Options, Stage2Options
-from training.train import batch_terms, train
+from training.train import autocast_dtype, batch_terms, train
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,6 +146,28 @@ def test_resume_equals_uninterrupted(photos, lpips_file, tmp_path):
     assert diff == 0.0
     lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
     assert len(lines) == 4
+
+
+def test_precision_auto_is_bf16_only_where_native(monkeypatch):
+    cpu = torch.device("cpu")
+    assert autocast_dtype("fp32", cpu) is None
+    assert autocast_dtype("bf16", cpu) is torch.bfloat16
+    for amx, avx512 in ((False, False), (True, False), (False, True)):
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512: v)
+        assert autocast_dtype("auto", cpu) is (torch.bfloat16 if amx or avx512 else None)
+
+
+def test_bf16_first_step_loss_is_close_to_fp32(photos, lpips_file, tmp_path):
+    """Same init, same batch: the loss differs by bf16 rounding only (and does differ: autocast is on)."""
+    first = {}
+    for precision in ("fp32", "bf16"):
+        train(options(photos, lpips_file, tmp_path / precision, steps=1, precision=precision), "stage1")
+        line = (tmp_path / precision / "metrics.jsonl").read_text().splitlines()[0]
+        first[precision] = json.loads(line)["loss"]
+    print(f"first-step loss fp32 {first['fp32']:.6f} bf16 {first['bf16']:.6f}")
+    assert first["bf16"] != first["fp32"]
+    assert abs(first["bf16"] - first["fp32"]) < 0.02 * first["fp32"]
 
 
 def test_stage2_from_stage1_makes_weights_gtasr_stream_runs(photos, lpips_file, tmp_path):

@@ -57,6 +57,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--device", default="auto", show_default=True),
         click.option(
+            "--precision",
+            type=click.Choice(["auto", "bf16", "fp32"]),
+            default="auto",
+            show_default=True,
+            help="Autocast dtype; auto: bf16 on CUDA and on CPUs with native bf16 (AMX, AVX512-BF16).",
+        ),
+        click.option(
             "--checkpoint-every",
             type=click.IntRange(1),
             default=d["checkpoint_every"].default,

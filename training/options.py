@@ -25,6 +25,7 @@ class TrainOptions:
     lr_halve_at: int = 50_000  # step at which the learning rate halves
     ema: float = 0.999  # EMA rate of the inference weights
     grad_clip: float = 1.0  # max global gradient norm
+    precision: str = "auto"  # auto | bf16 | fp32: autocast of the forward passes (auto: bf16 where native)
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

