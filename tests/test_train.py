@@ -308,8 +308,14 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
     assert r.returncode == 0, r.stderr.decode()[-2000:]
     import json
 
-    res = json.loads((tmp_path / "ev" / "results.json").read_text())["results"]
+    report = json.loads((tmp_path / "ev" / "results.json").read_text())
+    res = report["results"]
     assert {"gtasr", "bicubic", "lanczos", "clips: bicubic", "clips: gtasr --noise fresh"} <= set(res)
+    # the photo row "gtasr" runs the weights' default noise; the other modes get rows of their own
+    others = {f"gtasr --noise {m}" for m in ("fixed", "fresh", "none")} - {
+        f"gtasr --noise {report['gtasr_noise']}"
+    }
+    assert report["gtasr_noise"] == "fixed" and others <= set(res) and len(others) == 2
     assert abs(res["bicubic"]["psnr_y"] - res["lanczos"]["psnr_y"]) < 2  # two interpolators, close
     # fresh noise on a stream changes every frame: it must flicker more than one fixed noise
     assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]

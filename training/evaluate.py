@@ -67,8 +67,8 @@ def _bicubic(lq: torch.Tensor) -> torch.Tensor:
 def _methods(cfg: EvaluateOptions, device: torch.device) -> dict[str, Method]:
     methods: dict[str, Method] = {
         "gtasr": Upscaler(
-            weights=cfg.weights, device=str(device), precision="fp32", noise="fixed", seed=cfg.seed
-        ),
+            weights=cfg.weights, device=str(device), precision="fp32", noise="auto", seed=cfg.seed
+        ),  # the noise mode gtasr-stream runs these weights with by default
         "bicubic": _bicubic,
         "lanczos": _lanczos,
     }
@@ -94,23 +94,28 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
     methods = _methods(cfg, device)
     results: dict[str, dict[str, float]] = {}
     outputs: dict[str, torch.Tensor] = {}
-    for name, run in methods.items():
+    up = methods["gtasr"]
+    assert isinstance(up, Upscaler)
+    modes: tuple[Noise, ...] = ("fixed", "fresh", "none")
+    noise_modes = {
+        f"gtasr --noise {mode}": Upscaler(
+            up.model, device=str(device), precision="fp32", noise=mode, seed=cfg.seed
+        )
+        for mode in modes
+    }
+    # the other noise modes on the photos too, so that the default's choice can be checked
+    others = {k: m for k, m in noise_modes.items() if k != f"gtasr --noise {up.noise}"}
+    for name, run in (methods | others).items():
         out = torch.cat([run(lq[i : i + 1]) for i in range(len(lq))])
-        outputs[name] = out
+        if name in methods:
+            outputs[name] = out
         results[name] = {
             "psnr_y": psnr_y(out, hr).mean().item(),
             "ssim_y": ssim_y(out, hr).mean().item(),
             "lpips": lpips(out * 2 - 1, hr * 2 - 1).mean().item(),
         }
     # 2. moving-camera clips: every frame degraded with the same parameters, like a real video
-    up = methods["gtasr"]
-    assert isinstance(up, Upscaler)
-    clip_methods: dict[str, Method] = {"bicubic": _bicubic}
-    modes: tuple[Noise, ...] = ("fixed", "fresh", "none")
-    for mode in modes:
-        clip_methods[f"gtasr --noise {mode}"] = Upscaler(
-            up.model, device=str(device), precision="fp32", noise=mode, seed=cfg.seed
-        )
+    clip_methods: dict[str, Method] = {"bicubic": _bicubic} | noise_modes
     per_clip: dict[str, list[tuple[float, float, float]]] = {k: [] for k in clip_methods}
     for i, photo in enumerate(photos[: cfg.clips]):
         clip = moving_camera_clip(photo, cfg.clip_frames, (cfg.crop, cfg.crop), seed=i).to(device)
@@ -135,7 +140,11 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
         }
     # 3. files
     cfg.out.mkdir(parents=True, exist_ok=True)
-    report = {"options": {k: str(v) for k, v in asdict(cfg).items()}, "results": _floats(results)}
+    report = {
+        "options": {k: str(v) for k, v in asdict(cfg).items()},
+        "gtasr_noise": up.noise,  # the mode of the "gtasr" photo row (the weights' default)
+        "results": _floats(results),
+    }
     _write(cfg.out / "results.json", json.dumps(report, indent=1))
     _write(cfg.out / "results.md", markdown(results))
     _compare_png(cfg.out / "compare.png", outputs, hr)
