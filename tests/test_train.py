@@ -134,7 +134,7 @@ def test_resume_equals_uninterrupted(photos, lpips_file, tmp_path):
     part = options(photos, lpips_file, tmp_path / "part")
 
     def kill(step: int, _: dict) -> None:
-        if step == 2:  # right after the step-2 checkpoint
+        if step == 3:  # one step past the step-2 checkpoint: step 3 is logged, then redone
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -144,8 +144,14 @@ def test_resume_equals_uninterrupted(photos, lpips_file, tmp_path):
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"max weight difference resumed vs uninterrupted: {diff}")
     assert diff == 0.0
-    lines = (tmp_path / "full" / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == 4
+    for run in ("full", "part"):  # each step logged once, the resumed run's lines as the full run's
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        assert [json.loads(line)["step"] for line in lines] == [1, 2, 3, 4]
+    loss = {
+        run: [json.loads(line)["loss"] for line in (tmp_path / run / "metrics.jsonl").open()]
+        for run in ("full", "part")
+    }
+    assert loss["part"] == loss["full"]
 
 
 def test_precision_auto_is_bf16_only_where_native(monkeypatch):

@@ -97,7 +97,7 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
     up = methods["gtasr"]
     assert isinstance(up, Upscaler)
     modes: tuple[Noise, ...] = ("fixed", "fresh", "none")
-    noise_modes = {
+    noise_modes: dict[str, Method] = {
         f"gtasr --noise {mode}": Upscaler(
             up.model, device=str(device), precision="fp32", noise=mode, seed=cfg.seed
         )

@@ -23,6 +23,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from gtasr_stream.engines.torch_engine import resolve_device
+from gtasr_stream.files import atomic_path
 from gtasr_stream.model import ConsistencyModel, build_network, forward_process, time_grid, upsample_lq
 from gtasr_stream.weights import save_weights
 
@@ -157,6 +158,8 @@ def train(
     amp = autocast_dtype(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        _truncate_metrics(cfg.out / "metrics.jsonl", start)  # a killed run logged past its last checkpoint
     log = (cfg.out / "metrics.jsonl").open("a") if rank == 0 else None
     board = _tensorboard(cfg.out) if rank == 0 else None
     if rank == 0:
@@ -216,6 +219,17 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Keep only the lines of steps <= step, so that a resumed run logs each step once."""
+    if not path.is_file():
+        return
+    lines = path.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if json.loads(line)["step"] <= step]
+    if len(kept) < len(lines):
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(kept))
 
 
 def _tensorboard(folder: Path) -> Any:
