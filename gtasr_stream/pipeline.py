@@ -25,6 +25,7 @@ from .video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
 from .video.reader import (
     Frame,
     Hwaccel,
+    check_pixel_format,
     configure_decoder,
     decode,
     open_input,
@@ -134,6 +135,7 @@ def _run(
     stream = pick_video_stream(container, src)
     stats = Stats()
     stats.decoder = configure_decoder(stream)
+    check_pixel_format(stream, src)
     info = video_info(stream)
     if info.width <= 0 or info.height <= 0:
         raise UserError(f"input '{src}': the video stream has no frame size")

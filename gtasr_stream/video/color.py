@@ -30,8 +30,8 @@ class YUVLayout:
     """How the YUV planes of a stream are laid out."""
 
     bits: int  # bits per sample (8, 10, 12, 16)
-    sub_x: int  # chroma subsampling shift along width (1 for 4:2:0 and 4:2:2, 0 for 4:4:4)
-    sub_y: int  # chroma subsampling shift along height (1 for 4:2:0)
+    sub_x: int  # chroma subsampling shift along width (1 for 4:2:0 and 4:2:2, 0 for 4:4:4, 2 for 4:1:1)
+    sub_y: int  # chroma subsampling shift along height (1 for 4:2:0, 2 for 4:1:0)
     matrix: Matrix
     range: Range
 
@@ -53,18 +53,28 @@ def _coefficients(matrix: Matrix) -> tuple[float, float, float]:
     return kr, kb, 1.0 - kr - kb
 
 
+def codes(t: torch.Tensor) -> torch.Tensor:
+    """Integer code values as float32.  int16 carries uint16 samples bit for bit (numpy's uint16
+    viewed as int16 uploads without a copy), so it is read as unsigned: 16-bit samples >= 32768
+    would otherwise turn negative."""
+    if t.dtype == torch.int16:
+        return t.to(torch.int32).bitwise_and_(0xFFFF).float()
+    return t.float()
+
+
 def yuv_to_rgb(y: torch.Tensor, u: torch.Tensor, v: torch.Tensor, layout: YUVLayout) -> torch.Tensor:
     """Planes -> RGB.
 
-    y: (B,H,W), u/v: (B,ceil(H/2^sub_y),ceil(W/2^sub_x)), integer code values (uint8/int16/...)
+    y: (B,H,W), u/v: (B,ceil(H/2^sub_y),ceil(W/2^sub_x)), integer code values: uint8, or int16
+    holding uint16 samples (see `codes`)
     returns (B,3,H,W) float32 in [0,1] on the planes' device.
     """
     kr, kb, kg = _coefficients(layout.matrix)
     off, yspan, cspan = _scales(layout)
     mid = float(1 << (layout.bits - 1))
     h, w = y.shape[-2:]
-    yf = (y.float() - off) / yspan
-    uv = torch.stack([u, v], dim=1).float()  # (B,2,h',w')
+    yf = (codes(y) - off) / yspan
+    uv = torch.stack([codes(u), codes(v)], dim=1)  # (B,2,h',w')
     if layout.sub_x or layout.sub_y:
         # Chroma siting is left/centre for MPEG-2-style 4:2:0; bilinear is what players do.
         uv = F.interpolate(uv, scale_factor=(2**layout.sub_y, 2**layout.sub_x), mode="bilinear")

@@ -151,15 +151,25 @@ def video_info(stream: av.video.stream.VideoStream) -> VideoInfo:
 
 
 def resolve_layout(frame: av.VideoFrame) -> tuple[av.VideoFrame, YUVLayout]:
-    """Return planes of a planar YUV format and how to read them, converting only when we must."""
+    """Return planes of a planar YUV format and how to read them, converting only when we must.
+
+    Raises UserError naming the pixel format when FFmpeg's swscale cannot read it.
+    """
     fmt = frame.format
     name = fmt.name
     comps = fmt.components
+    if name.startswith("bayer_"):  # swscale's demosaicing is nearest-neighbour: 9 code values off
+        raise UserError(f"input pixel format '{name}' is raw Bayer sensor data; demosaic it first")
+    if name.startswith("yaf32"):  # swscale (FFmpeg 8.1) aborts the process on these
+        raise UserError(f"input pixel format '{name}' cannot be converted by FFmpeg's swscale")
     planar_yuv = (
         not fmt.is_rgb
         and len(comps) >= 3
         and [c.plane for c in comps[:3]] == [0, 1, 2]
         and (name.endswith("le") or max(c.bits for c in comps) == 8)
+        and "msb" not in name  # samples in the high bits of each word (FFmpeg 8): let swscale shift them
+        and "f16" not in name
+        and "f32" not in name
         and not name.startswith(("gray", "pal", "xyz"))
     )
     matrix = _MATRIX_OF_AVCOL.get(int(frame.colorspace))
@@ -167,21 +177,57 @@ def resolve_layout(frame: av.VideoFrame) -> tuple[av.VideoFrame, YUVLayout]:
         matrix = "bt709" if frame.height > 576 or frame.width > 1024 else "bt601"
     rng: Range = "full" if int(frame.color_range) == 2 or name.startswith("yuvj") else "limited"
     if not planar_yuv:
-        # RGB, packed or semi-planar (nv12, p010) or grey input: let swscale repack it into a planar
-        # format with the matrix and range we then decode with, so both ends agree.
-        deep = max(c.bits for c in comps) > 8
+        # RGB, packed, semi-planar (nv12, p010), big-endian, float or grey input: let swscale repack it
+        # into a planar format with the matrix and range we then decode with, so both ends agree.
+        # Deep input goes to 16 bits (read as unsigned by `color.codes`).
+        deep = max((c.bits for c in comps), default=8) > 8
         if fmt.is_rgb:
             matrix, rng = "bt709", "full"
-        frame = frame.reformat(
-            format="yuv444p16le" if deep else "yuv444p",
-            dst_colorspace=AVCOL_OF_MATRIX[matrix] if matrix != "bt601" else 5,
-            dst_color_range=AVCOL_RANGE[rng],
-        )
+        try:
+            frame = frame.reformat(
+                format="yuv444p16le" if deep else "yuv444p",
+                dst_colorspace=AVCOL_OF_MATRIX[matrix] if matrix != "bt601" else 5,
+                dst_color_range=AVCOL_RANGE[rng],
+            )
+        except (av.FFmpegError, OSError, ValueError) as e:
+            raise UserError(
+                f"input pixel format '{name}' cannot be converted by FFmpeg's swscale ({_reason(e)});"
+                " convert the video to another pixel format first"
+            ) from None
         fmt, comps = frame.format, frame.format.components
     bits = comps[0].bits
-    sub_x = int(frame.planes[1].width < frame.planes[0].width)
-    sub_y = int(frame.planes[1].height < frame.planes[0].height)
-    return frame, YUVLayout(bits=bits, sub_x=sub_x, sub_y=sub_y, matrix=matrix, range=rng)
+    p0, p1 = frame.planes[0], frame.planes[1]
+    layout = YUVLayout(
+        bits=bits,
+        sub_x=_shift(p0.width, p1.width),
+        sub_y=_shift(p0.height, p1.height),
+        matrix=matrix,
+        range=rng,
+    )
+    return frame, layout
+
+
+def check_pixel_format(stream: av.video.stream.VideoStream, src: str) -> None:
+    """Refuse, before any work, a pixel format that `resolve_layout` cannot convert."""
+    fmt = stream.codec_context.format
+    if fmt is None:
+        return
+    try:
+        probe = av.VideoFrame(16, 16, fmt.name)
+    except (av.FFmpegError, OSError, ValueError):  # a hardware format: frames arrive downloaded
+        return
+    try:
+        resolve_layout(probe)
+    except UserError as e:
+        raise UserError(f"input '{src}': {e}") from None
+
+
+def _shift(full: int, sub: int) -> int:
+    """Chroma subsampling shift s with ceil(full / 2^s) == sub: 0 (4:4:4), 1 (4:2:x), 2 (4:1:x)."""
+    for s in range(3):
+        if -(-full >> s) == sub:
+            return s
+    raise ValueError(f"chroma plane of {sub} for {full} samples: not a subsampling FFmpeg makes")
 
 
 def plane_arrays(frame: av.VideoFrame, bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
