@@ -117,7 +117,7 @@ def upscale_video(
         src, hwaccel if dev.type == "cuda" or hwaccel == "nvdec" else "none", dev.index or 0
     )
     try:
-        return _run(container, src, dst, upscaler, encode, outscale, on_progress, warn)
+        return _run(container, src, dst, upscaler, encode, outscale, overwrite, on_progress, warn)
     finally:
         container.close()
 
@@ -129,6 +129,7 @@ def _run(
     upscaler: Upscaler,
     encode: EncodeOptions,
     outscale: float,
+    overwrite: bool,
     on_progress: Callable[[Stats], None] | None,
     warn: Callable[[str], None],
 ) -> Stats:
@@ -152,7 +153,7 @@ def _run(
     )
     # 3. the output, opened before any work so that flag and path errors come first
     cuda = upscaler.device.type == "cuda"
-    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn)
+    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn, overwrite)
     stats.codec = sink.codec
     stop = threading.Event()
     errors: list[BaseException] = []

@@ -33,6 +33,7 @@ class Recorder:
         rate: float | None,  # the source's frame rate, a hint for the encoder's rate control
         on_error: Callable[[BaseException], None],
         warn: Callable[[str], None],
+        overwrite: bool = False,  # replace a file that appears at `dst` while recording
     ) -> None:
         h, w = out_size
         info = VideoInfo(
@@ -49,7 +50,7 @@ class Recorder:
             sar=None,
         )
         self.dst = dst
-        self.sink = Sink(dst, RECORD_OPTIONS, info, [], 0, out_size, False, warn)
+        self.sink = Sink(dst, RECORD_OPTIONS, info, [], 0, out_size, False, warn, overwrite)
         self.written = 0
         self._queue: queue.Queue[Shown | None] = queue.Queue(maxsize=8)
         self._closed = threading.Event()  # no more frames are taken

@@ -88,7 +88,12 @@ class Preview:
             if opts.record is not None:
                 rate = stream.average_rate or stream.guessed_rate
                 self.recorder = Recorder(
-                    opts.record, self.out_size, float(rate) if rate else opts.fps, self._fail, warn
+                    opts.record,
+                    self.out_size,
+                    float(rate) if rate else opts.fps,
+                    self._fail,
+                    warn,
+                    opts.overwrite,
                 )
             self.capture = Capture(
                 source, self.container, stream, self.frames, opts.fps, warn, self.stats.on_captured

@@ -21,7 +21,7 @@ import numpy as np
 from av.subtitles.subtitle import SubtitleSet
 
 from ..errors import UserError
-from ..files import temp_beside
+from ..files import check_writable_target, final_path, is_stream_target, move_into_place, temp_beside
 from .color import YUVLayout
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo
 
@@ -74,6 +74,9 @@ def check_output_path(dst: str, src: str, overwrite: bool) -> None:
         raise UserError(f"output '{dst}' is the input file; choose another name")
     if out.is_dir():
         raise UserError(f"output '{dst}' is a directory; give a file name")
+    check_writable_target(out, "output")
+    if is_stream_target(out):  # a device or FIFO: written in place, nothing is replaced
+        return
     if out.exists() and not overwrite:
         raise UserError(f"output '{dst}' exists; pass -y/--overwrite to replace it")
     parent = out.parent if str(out.parent) else Path(".")
@@ -159,24 +162,32 @@ class Sink:
         out_size: tuple[int, int],  # (height, width) of the encoded frames
         cuda: bool,
         warn: Callable[[str], None],
+        overwrite: bool = False,  # replace a file that appears at `dst` while we work
     ) -> None:
-        self.dst, self.warn = dst, warn
+        self.dst, self.warn, self.overwrite = dst, warn, overwrite
         self.convert: dict[int, Any] = {}  # input index -> input stream, for text subtitles we re-encode
         self.height, self.width = out_size
-        self.tmp: Path | None = None
+        self.tmp: Path | None = None  # what we write, renamed onto `self.final` when complete
+        self.final: Path | None = None
         fmt = opts.container_format
         target: Any
+        piped = dst == "-" or (dst is not None and is_stream_target(dst))
         if dst is None:
             fmt, target = "null", os.devnull
         elif dst == "-":
             fmt = fmt or "matroska"
             target = sys.stdout.buffer
+        elif piped:  # /dev/null, a FIFO: written in place; renaming over it would replace the node
+            target = dst
         else:
-            out = Path(dst)
-            self.tmp = temp_beside(out, f".partial{out.suffix}")
+            self.final = final_path(dst)
+            self.tmp = temp_beside(self.final, f".partial{Path(dst).suffix}")
             target = str(self.tmp)
         # MP4/MOV on a pipe cannot seek back to write its index: fragment it instead.
-        streaming = {"movflags": "frag_keyframe+empty_moov"} if dst == "-" and fmt in ("mp4", "mov") else {}
+        guessed = fmt or (Path(dst).suffix.lstrip(".").lower() if dst else "")
+        streaming = (
+            {"movflags": "frag_keyframe+empty_moov"} if piped and guessed in ("mp4", "mov", "m4v") else {}
+        )
         streaming["avoid_negative_ts"] = "disabled"  # keep input timestamps (e.g. AAC priming) as they are
         try:
             self.out = av.open(target, "w", format=fmt, options=streaming)
@@ -353,9 +364,9 @@ class Sink:
         except OSError as e:
             self._remove_tmp()
             raise UserError(f"output '{self.dst}': write failed ({e.strerror or e})") from None
-        if self.tmp is not None and self.dst is not None:
-            os.replace(self.tmp, self.dst)
-            self.tmp = None
+        if self.tmp is not None and self.final is not None:
+            tmp, self.tmp = self.tmp, None  # from here on the result is never deleted
+            move_into_place(tmp, self.final, self.overwrite)
 
     def abort(self) -> None:
         """Drop everything written so far: no partial file is left at or beside OUT."""
