@@ -109,24 +109,39 @@ def test_pair_shares_epsilon(photos, lpips_file, tmp_path):
 
 
 def test_steps_on_one_batch_lower_the_loss(photos, lpips_file, tmp_path):
+    """Descent on a FIXED objective: a batch whose grid index n is 0, where the target is x0 itself.
+
+    For n > 0 the target is the model under stop-gradient, which moves with every step: over 50 steps
+    that loss fell only 31 % on one CPU and 28.5 % on another (rounding differs between CPUs), so a
+    threshold on it measures the CPU. With n = 0 the loss (CT to x0 + TA, the same epsilons each step)
+    is a function of the weights alone and fell 62 % here; the assertion asks for half of that.
+    """
     cfg = options(photos, lpips_file, tmp_path)
     lp = cheap_lpips
     torch.manual_seed(0)
     model = ConsistencyModel(build_network("tiny"))
-    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.9))
     # sharp 8-px blocks: bicubic of the pooled LR (where the fresh net starts) is far from them
     x0 = torch.nn.functional.interpolate(torch.rand(2, 3, 16, 16), size=(128, 128), mode="nearest") * 2 - 1
     lq = torch.nn.functional.avg_pool2d(x0, 4)
+    for seed in range(20):  # n = 0 calls the model once (no target call)
+        rec = Recorder(model)
+        batch_terms(cfg, 0, rec, rec, rec, lp, x0, lq, torch.Generator().manual_seed(seed))
+        if len(rec.calls) == 1:
+            break
+    else:
+        pytest.fail("no batch with n = 0 in 20 seeds")
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, betas=(0.9, 0.9))
     losses = []
     for _ in range(50):
-        terms = batch_terms(cfg, 0, model, model, model, lp, x0, lq, torch.Generator().manual_seed(3))
+        terms = batch_terms(cfg, 0, model, model, model, lp, x0, lq, torch.Generator().manual_seed(seed))
         loss, _ = combine(terms, LossWeights())
         opt.zero_grad()
         loss.backward()
         opt.step()
         losses.append(loss.item())
-    print(f"loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+    print(f"seed {seed}: loss {losses[0]:.4f} -> {losses[-1]:.4f} ({1 - losses[-1] / losses[0]:.0%} lower)")
     assert losses[-1] < 0.7 * losses[0]
+    assert max(losses[25:]) < losses[0]  # it stays down, not one lucky last step
 
 
 def test_resume_equals_uninterrupted(photos, lpips_file, tmp_path):
