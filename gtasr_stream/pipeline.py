@@ -32,7 +32,7 @@ from .video.reader import (
     pick_video_stream,
     video_info,
 )
-from .video.writer import EncodeOptions, Sink, check_output_path, layout_for
+from .video.writer import EncodeOptions, Sink, check_output_path, image_encoder
 
 STAGES = ("decode", "upscale", "encode")
 _END = object()
@@ -148,8 +148,11 @@ def _run(
         )
     stats.out_size = (out_h, out_w)
     stats.total = info.frames or _estimate_frames(stream)
+    image = image_encoder(dst, encode.container_format)  # one frame, nothing else: said when more came
     copy = (
-        [] if dst is None else [s for s in container.streams if s.index != stream.index and s.type != "video"]
+        []
+        if dst is None or image
+        else [s for s in container.streams if s.index != stream.index and s.type != "video"]
     )
     # 3. the output, opened before any work so that flag and path errors come first
     cuda = upscaler.device.type == "cuda"
@@ -181,6 +184,11 @@ def _run(
             if isinstance(item, Frame):
                 stats.decoded += 1
             _put(q_dec, item, stop)
+            if image and stats.decoded == 1:
+                if any(isinstance(i, Frame) for i in items):
+                    warn(f"output '{dst}' is an image: it holds the first frame of '{src}' only")
+                _put(q_dec, _END, stop)
+                return
             if item is _END:
                 return
 
@@ -194,7 +202,7 @@ def _run(
             if not pending:
                 return
             if not started:
-                out_layout = layout_for(sink.pix_fmt, pending[0].layout)
+                out_layout = sink.output_layout(pending[0].layout)
                 _put(q_enc, ("start", pending[0].layout, pending[0].rotation), stop)
                 started = True
             assert out_layout is not None

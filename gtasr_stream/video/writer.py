@@ -11,7 +11,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,8 @@ _ASS_HEADER = (
     b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
 )
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+# Image outputs: the encoder follows OUT's extension (FFmpeg's image2 muxer would pick mjpeg for all).
+IMAGE_ENCODERS = {"png": "png", "jpg": "mjpeg", "jpeg": "mjpeg", "webp": "libwebp"}
 _SUB = {(1, 1): "420", (1, 0): "422", (0, 0): "444"}
 
 
@@ -86,7 +88,18 @@ def check_output_path(dst: str, src: str, overwrite: bool) -> None:
         raise UserError(f"output folder '{parent}' is not writable")
 
 
-def choose_codec(opts: EncodeOptions, info: VideoInfo, container_format: str, cuda: bool) -> str:
+def image_encoder(dst: str | None, container_format: str | None) -> str | None:
+    """The image encoder for an OUT such as frame_x4.png (one frame, no other streams), else None."""
+    if dst is None or dst == "-" or container_format not in (None, "image2", "webp"):
+        return None
+    return IMAGE_ENCODERS.get(Path(dst).suffix.lstrip(".").lower())
+
+
+def choose_codec(
+    opts: EncodeOptions, info: VideoInfo, container_format: str, cuda: bool, image: str | None = None
+) -> str:
+    if opts.codec == "auto" and image:
+        return image
     if opts.codec != "auto":
         try:
             codec = av.codec.Codec(opts.codec, "w")
@@ -125,6 +138,10 @@ def choose_pix_fmt(codec: str, info: VideoInfo, requested: str | None, warn: Cal
         return requested
     sub = _SUB.get((info.sub_x, info.sub_y), "420")
     deep = info.bits > 8
+    if codec == "png":  # RGB; 16 bits per channel keeps a 10-bit input's depth
+        return "rgb48be" if deep else "rgb24"
+    if codec == "libwebp":  # lossy WebP is 8-bit 4:2:0 only
+        return "yuv420p"
     wanted = [f"yuv{sub}p10le", f"yuv{sub}p", "yuv420p10le", "yuv420p"] if deep else [f"yuv{sub}p", "yuv420p"]
     for name in wanted:
         if not supported or name in supported:
@@ -198,8 +215,9 @@ class Sink:
                     f"output '{dst}': cannot tell the container from its extension; pass -f/--format"
                 ) from None
             raise UserError(f"-f/--format: cannot write '{fmt}' ({e})") from None
+        self.image = image_encoder(dst, fmt)  # an image holds one frame: the pipeline stops after it
         try:
-            self.codec = choose_codec(opts, info, self.out.format.name, cuda)
+            self.codec = choose_codec(opts, info, self.out.format.name, cuda, self.image)
             self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
             # the output keeps the input's stream order: players pick "the first audio" etc.
             before = [s for s in copy_streams if s.index < video_index]
@@ -289,15 +307,23 @@ class Sink:
 
     # -- writing ----------------------------------------------------------------------------------
 
+    def output_layout(self, in_layout: YUVLayout) -> YUVLayout:
+        """The layout of the frames we encode: the input's matrix and range where the format can say so."""
+        if self.codec == "mjpeg":  # JFIF: BT.601 full range, what every image viewer assumes
+            in_layout = replace(in_layout, matrix="bt601", range="full")
+        elif self.codec == "libwebp":  # WebP has no tags; decoders read BT.601 limited range
+            in_layout = replace(in_layout, matrix="bt601", range="limited")
+        return layout_for(self.pix_fmt, in_layout)
+
     def start(self, in_layout: YUVLayout, rotation: int) -> YUVLayout:
         """Fix colour tags and rotation from the first frame; returns the layout to convert to."""
-        self.layout = layout_for(self.pix_fmt, in_layout)
+        self.layout = self.output_layout(in_layout)
         fmt = av.VideoFormat(self.pix_fmt)
         # the frames we fill are planar YUV; any other encoder format (nv12, p010) is repacked by swscale
         self.fill_fmt = self.pix_fmt if fmt.name.startswith("yuv") and len(fmt.components) >= 3 else None
         cc = self.video.codec_context
-        cc.colorspace = AVCOL_OF_MATRIX[in_layout.matrix]
-        cc.color_range = AVCOL_RANGE[in_layout.range]
+        cc.colorspace = AVCOL_OF_MATRIX[self.layout.matrix]
+        cc.color_range = AVCOL_RANGE[self.layout.range]
         if rotation:
             self.video.set_display_rotation(rotation)
         self.started = True
