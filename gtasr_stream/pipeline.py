@@ -156,7 +156,7 @@ def _run(
     )
     # 3. the output, opened before any work so that flag and path errors come first
     cuda = upscaler.device.type == "cuda"
-    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn, overwrite)
+    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn, overwrite, container)
     stats.codec = sink.codec
     stop = threading.Event()
     errors: list[BaseException] = []

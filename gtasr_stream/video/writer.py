@@ -8,6 +8,7 @@ only after the container was closed without error).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import sys
 from collections.abc import Callable
@@ -22,7 +23,9 @@ from av.subtitles.subtitle import SubtitleSet
 
 from ..errors import UserError
 from ..files import check_writable_target, final_path, is_stream_target, move_into_place, temp_beside
+from . import keep
 from .color import YUVLayout
+from .keep import timecode_of
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo
 
 # Which encoder option takes --crf, and its default when --crf is not given.
@@ -180,9 +183,9 @@ class Sink:
         cuda: bool,
         warn: Callable[[str], None],
         overwrite: bool = False,  # replace a file that appears at `dst` while we work
+        source: Any = None,  # the input container: its tags, chapters and timecode are kept
     ) -> None:
         self.dst, self.warn, self.overwrite = dst, warn, overwrite
-        self.convert: dict[int, Any] = {}  # input index -> input stream, for text subtitles we re-encode
         self.height, self.width = out_size
         self.tmp: Path | None = None  # what we write, renamed onto `self.final` when complete
         self.final: Path | None = None
@@ -219,12 +222,21 @@ class Sink:
         try:
             self.codec = choose_codec(opts, info, self.out.format.name, cuda, self.image)
             self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
-            # the output keeps the input's stream order: players pick "the first audio" etc.
-            before = [s for s in copy_streams if s.index < video_index]
-            self.stream_map = self._add_copy_streams(before, opts)
-            self.video = self._add_video_stream(opts, info)
-            after = [s for s in copy_streams if s.index > video_index]
-            self.stream_map |= self._add_copy_streams(after, opts)
+            in_video = source.streams[video_index] if source is not None else None
+            copy = [s for s in copy_streams if _wanted(s, opts)]
+            timecode = timecode_of(in_video, copy) if dst is not None else None
+            copy = [s for s in copy if not keep.is_timecode_track(s)]
+            if timecode and self.out.format.name not in keep.TIMECODE_CONTAINERS:
+                warn(f"timecode {timecode} cannot be stored in {self.out.format.name}; it is left out")
+                timecode = None
+            if dst is not None:
+                copy, timecode = self._writable(copy, opts, info, video_index, timecode)
+            self.stream_map, self.convert, self.video = self._add_streams(
+                self.out, copy, opts, info, video_index, timecode, warn
+            )
+            if source is not None and dst is not None:
+                keep.copy_container_tags(source, self.out, warn)
+                keep.copy_stream_tags(source.streams[video_index], self.video)
         except BaseException:
             self.abort()
             raise
@@ -235,47 +247,99 @@ class Sink:
 
     # -- setup ------------------------------------------------------------------------------------
 
-    def _add_copy_streams(self, streams: list[av.stream.Stream], opts: EncodeOptions) -> dict[int, Any]:
+    def _add_streams(
+        self,
+        out: Any,
+        copy: list[av.stream.Stream],
+        opts: EncodeOptions,
+        info: VideoInfo,
+        video_index: int,
+        timecode: str | None,
+        warn: Callable[[str], None],
+    ) -> tuple[dict[int, Any], dict[int, Any], Any]:
+        """Add the output streams to `out` in the input's order (players pick "the first audio").
+
+        Returns (input index -> output stream, input index -> input stream of each text subtitle
+        we re-encode, the video stream)."""
+        convert: dict[int, Any] = {}
+        mapping = self._add_copy_streams(out, [s for s in copy if s.index < video_index], convert, warn)
+        video = self._add_video_stream(out, opts, info)
+        if timecode:  # the muxer writes its own timecode track (MOV, MP4) or tag from it
+            video.metadata["timecode"] = timecode
+        mapping |= self._add_copy_streams(out, [s for s in copy if s.index > video_index], convert, warn)
+        return mapping, convert, video
+
+    def _writable(
+        self,
+        copy: list[av.stream.Stream],
+        opts: EncodeOptions,
+        info: VideoInfo,
+        video_index: int,
+        tc: str | None,
+    ) -> tuple[list[av.stream.Stream], str | None]:
+        """The streams (and timecode) the container can write, found with throwaway outputs before
+        any frame is upscaled: a muxer that refuses a stream would otherwise fail only at the end."""
+
+        def trial(streams: list[av.stream.Stream], timecode: str | None) -> str | None:
+            out: Any = av.open(io.BytesIO(), "w", format=self.out.format.name)
+            try:
+                self._add_streams(out, streams, opts, info, video_index, timecode, lambda msg: None)
+                out.start_encoding()  # the header: where muxers check their streams
+                return None
+            except UserError as e:
+                return str(e)
+            except (av.FFmpegError, ValueError, OSError) as e:
+                return _reason(e)
+            finally:
+                with contextlib.suppress(Exception):
+                    out.close()
+
+        fmt = self.out.format.name
+        if trial(copy, tc) is None:
+            return copy, tc
+        if tc and trial([], tc) is not None and trial([], None) is None:
+            self.warn(f"timecode {tc} cannot be stored in {fmt}; it is left out")
+            tc = None
+        if (err := trial([], tc)) is not None:
+            raise UserError(f"-c/--codec, --preset, -e: {self.codec} cannot start ({err})")
+        kept = []
+        for s in copy:
+            if (err := trial([s], tc)) is None:
+                kept.append(s)
+            else:
+                self.warn(f"{_describe(s)} cannot be written to {fmt} ({err}); it is left out")
+        if (err := trial(kept, tc)) is not None:
+            raise UserError(f"output '{self.dst}': these streams cannot be written together to {fmt} ({err})")
+        return kept, tc
+
+    def _add_copy_streams(
+        self, out: Any, streams: list[av.stream.Stream], convert: dict[int, Any], warn: Callable[[str], None]
+    ) -> dict[int, Any]:
         """Output streams for the packets we copy; text subtitles the container refuses are converted."""
         mapping: dict[int, Any] = {}
         for s in streams:
-            kind = s.type
-            wanted = {"audio": opts.copy_audio, "subtitle": opts.copy_subtitles}.get(kind, opts.copy_data)
-            if not wanted:
-                continue
             name = s.codec_context.name if s.codec_context else "data"
             try:  # the muxer refuses a codec it cannot hold right here, with a ValueError
-                mapping[s.index] = self.out.add_stream_from_template(s)
+                mapping[s.index] = out.add_stream_from_template(s)
+                keep.copy_stream_tags(s, mapping[s.index])
                 continue
             except Exception as e:
                 reason = str(e)
-            if kind == "subtitle" and name in TEXT_SUBTITLES and (out := self._text_subtitle_stream(s)):
-                self.convert[s.index] = s
-                mapping[s.index] = out
-                self.warn(
-                    f"subtitle stream #{s.index} ({name}) converted to {out.codec_context.name} for {self.out.format.name}"
+            if s.type == "subtitle" and name in TEXT_SUBTITLES and (sub := _text_subtitle_stream(out, s)):
+                convert[s.index] = s
+                mapping[s.index] = sub
+                keep.copy_stream_tags(s, sub)
+                warn(
+                    f"subtitle stream #{s.index} ({name}) converted to {sub.codec_context.name} for {out.format.name}"
                 )
                 continue
-            self.warn(
-                f"{kind} stream #{s.index} ({name}) cannot be stored in {self.out.format.name} ({reason});"
+            warn(
+                f"{_describe(s)} cannot be stored in {out.format.name} ({reason});"
                 " it is left out (use .mkv to keep every stream)"
             )
         return mapping
 
-    def _text_subtitle_stream(self, src: av.stream.Stream) -> Any:
-        """A text-subtitle stream of the first codec the container accepts, or None."""
-        for codec in TEXT_SUBTITLES:
-            try:
-                out: Any = self.out.add_stream(codec)
-            except Exception:
-                continue
-            out.codec_context.subtitle_header = (
-                getattr(src.codec_context, "subtitle_header", None) or _ASS_HEADER
-            )
-            return out
-        return None
-
-    def _add_video_stream(self, opts: EncodeOptions, info: VideoInfo) -> Any:
+    def _add_video_stream(self, out: Any, opts: EncodeOptions, info: VideoInfo) -> Any:
         options = {}
         if self.codec in CRF_OPTION:
             key, default = CRF_OPTION[self.codec]
@@ -292,9 +356,9 @@ class Sink:
             options["preset"] = opts.preset
         options.update(opts.options)
         try:
-            stream = self.out.add_stream(self.codec, rate=info.rate, options=options)
+            stream = out.add_stream(self.codec, rate=info.rate, options=options)
         except (av.FFmpegError, ValueError) as e:
-            raise UserError(f"-c/--codec: cannot use {self.codec} in {self.out.format.name} ({e})") from None
+            raise UserError(f"-c/--codec: cannot use {self.codec} in {out.format.name} ({e})") from None
         cc: Any = stream.codec_context
         cc.width, cc.height, cc.pix_fmt = self.width, self.height, self.pix_fmt
         cc.time_base = info.time_base
@@ -409,3 +473,33 @@ class Sink:
 def _planar_name(layout: YUVLayout) -> str:
     sub = _SUB[(layout.sub_x, layout.sub_y)]
     return f"yuv{sub}p" if layout.bits == 8 else f"yuv{sub}p{layout.bits}le"
+
+
+def _wanted(s: av.stream.Stream, opts: EncodeOptions) -> bool:
+    return {"audio": opts.copy_audio, "subtitle": opts.copy_subtitles}.get(s.type, opts.copy_data)
+
+
+def _describe(s: av.stream.Stream) -> str:
+    """'audio stream #1 (aac)': how warnings name a stream."""
+    name = s.codec_context.name if s.codec_context else "data"
+    return f"{s.type} stream #{s.index} ({name})"
+
+
+def _reason(e: BaseException) -> str:
+    """An FFmpeg error without the file name PyAV puts in front of the muxer's own message."""
+    log = getattr(e, "log", None)
+    if log and isinstance(log, tuple) and len(log) >= 3 and log[2]:
+        return str(log[2]).strip()
+    return getattr(e, "strerror", None) or str(e)
+
+
+def _text_subtitle_stream(out: Any, src: av.stream.Stream) -> Any:
+    """A text-subtitle stream of the first codec the container accepts, or None."""
+    for codec in TEXT_SUBTITLES:
+        try:
+            sub: Any = out.add_stream(codec)
+        except Exception:
+            continue
+        sub.codec_context.subtitle_header = getattr(src.codec_context, "subtitle_header", None) or _ASS_HEADER
+        return sub
+    return None
