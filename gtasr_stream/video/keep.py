@@ -7,10 +7,14 @@ output container cannot hold is named in a warning, never dropped silently.
 
 from __future__ import annotations
 
+import contextlib
+import io
 from collections.abc import Callable
 from typing import Any
 
 import av
+
+from ..errors import UserError
 
 # Tags that describe the old encoding or that the muxer writes itself: never copied.
 _NOT_COPIED = {
@@ -76,3 +80,59 @@ def copy_container_tags(src: Any, out: Any, warn: Callable[[str], None]) -> None
         )
         return
     out.set_chapters(chapters)
+
+
+def writable(
+    fmt: str,
+    build: Callable[[Any, list[av.stream.Stream], str | None], None],
+    copy: list[av.stream.Stream],
+    timecode: str | None,
+    warn: Callable[[str], None],
+) -> tuple[list[av.stream.Stream], str | None]:
+    """The streams (and timecode) a `fmt` container can write, found by writing headers into
+    throwaway outputs before any frame is upscaled: a muxer that refuses a stream would otherwise
+    fail after the whole video was.  `build(out, streams, timecode)` adds the streams to `out`.
+    If the video stream alone cannot start, nothing is decided here: the real output reports it."""
+
+    def trial(streams: list[av.stream.Stream], tc: str | None) -> str | None:
+        out: Any = av.open(io.BytesIO(), "w", format=fmt)
+        try:
+            build(out, streams, tc)
+            out.start_encoding()  # the header: where muxers check their streams
+            return None
+        except UserError as e:
+            return str(e)
+        except (av.FFmpegError, ValueError, OSError) as e:
+            return reason(e)
+        finally:
+            with contextlib.suppress(Exception):
+                out.close()
+
+    if trial(copy, timecode) is None:
+        return copy, timecode
+    if timecode and trial([], timecode) is not None and trial([], None) is None:
+        warn(f"timecode {timecode} cannot be stored in {fmt}; it is left out")
+        timecode = None
+    if trial([], timecode) is not None:
+        return copy, timecode
+    kept = []
+    for s in copy:
+        if (err := trial([s], timecode)) is None:
+            kept.append(s)
+        else:
+            warn(f"{describe(s)} cannot be written to {fmt} ({err}); it is left out")
+    return kept, timecode
+
+
+def describe(s: av.stream.Stream) -> str:
+    """'audio stream #1 (aac)': how warnings name a stream."""
+    name = s.codec_context.name if s.codec_context else "data"
+    return f"{s.type} stream #{s.index} ({name})"
+
+
+def reason(e: BaseException) -> str:
+    """An FFmpeg error without the file name PyAV puts in front of the muxer's own message."""
+    log = getattr(e, "log", None)
+    if log and isinstance(log, tuple) and len(log) >= 3 and log[2]:
+        return str(log[2]).strip()
+    return getattr(e, "strerror", None) or str(e)

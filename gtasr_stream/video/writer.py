@@ -8,7 +8,6 @@ only after the container was closed without error).
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import sys
 from collections.abc import Callable
@@ -277,40 +276,16 @@ class Sink:
         video_index: int,
         tc: str | None,
     ) -> tuple[list[av.stream.Stream], str | None]:
-        """The streams (and timecode) the container can write, found with throwaway outputs before
-        any frame is upscaled: a muxer that refuses a stream would otherwise fail only at the end."""
+        """`keep.writable` with this output's streams: what can be written, found before any work."""
+        # the encoder opens with the colour tags `start` will give it (mjpeg refuses limited range)
+        layout = self.output_layout(YUVLayout(info.bits, info.sub_x, info.sub_y, "bt709", "limited"))
 
-        def trial(streams: list[av.stream.Stream], timecode: str | None) -> str | None:
-            out: Any = av.open(io.BytesIO(), "w", format=self.out.format.name)
-            try:
-                self._add_streams(out, streams, opts, info, video_index, timecode, lambda msg: None)
-                out.start_encoding()  # the header: where muxers check their streams
-                return None
-            except UserError as e:
-                return str(e)
-            except (av.FFmpegError, ValueError, OSError) as e:
-                return _reason(e)
-            finally:
-                with contextlib.suppress(Exception):
-                    out.close()
+        def build(out: Any, streams: list[av.stream.Stream], timecode: str | None) -> None:
+            _, _, video = self._add_streams(out, streams, opts, info, video_index, timecode, lambda msg: None)
+            video.codec_context.colorspace = AVCOL_OF_MATRIX[layout.matrix]
+            video.codec_context.color_range = AVCOL_RANGE[layout.range]
 
-        fmt = self.out.format.name
-        if trial(copy, tc) is None:
-            return copy, tc
-        if tc and trial([], tc) is not None and trial([], None) is None:
-            self.warn(f"timecode {tc} cannot be stored in {fmt}; it is left out")
-            tc = None
-        if (err := trial([], tc)) is not None:
-            raise UserError(f"-c/--codec, --preset, -e: {self.codec} cannot start ({err})")
-        kept = []
-        for s in copy:
-            if (err := trial([s], tc)) is None:
-                kept.append(s)
-            else:
-                self.warn(f"{_describe(s)} cannot be written to {fmt} ({err}); it is left out")
-        if (err := trial(kept, tc)) is not None:
-            raise UserError(f"output '{self.dst}': these streams cannot be written together to {fmt} ({err})")
-        return kept, tc
+        return keep.writable(self.out.format.name, build, copy, tc, self.warn)
 
     def _add_copy_streams(
         self, out: Any, streams: list[av.stream.Stream], convert: dict[int, Any], warn: Callable[[str], None]
@@ -334,7 +309,7 @@ class Sink:
                 )
                 continue
             warn(
-                f"{_describe(s)} cannot be stored in {out.format.name} ({reason});"
+                f"{keep.describe(s)} cannot be stored in {out.format.name} ({reason});"
                 " it is left out (use .mkv to keep every stream)"
             )
         return mapping
@@ -477,20 +452,6 @@ def _planar_name(layout: YUVLayout) -> str:
 
 def _wanted(s: av.stream.Stream, opts: EncodeOptions) -> bool:
     return {"audio": opts.copy_audio, "subtitle": opts.copy_subtitles}.get(s.type, opts.copy_data)
-
-
-def _describe(s: av.stream.Stream) -> str:
-    """'audio stream #1 (aac)': how warnings name a stream."""
-    name = s.codec_context.name if s.codec_context else "data"
-    return f"{s.type} stream #{s.index} ({name})"
-
-
-def _reason(e: BaseException) -> str:
-    """An FFmpeg error without the file name PyAV puts in front of the muxer's own message."""
-    log = getattr(e, "log", None)
-    if log and isinstance(log, tuple) and len(log) >= 3 and log[2]:
-        return str(log[2]).strip()
-    return getattr(e, "strerror", None) or str(e)
 
 
 def _text_subtitle_stream(out: Any, src: av.stream.Stream) -> Any:
