@@ -8,9 +8,13 @@ the run is never replaced (the finished result is kept under its temporary name 
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
+import socket
 import stat
 import tempfile
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -46,17 +50,53 @@ def final_path(path: Path | str) -> Path:
     return Path(os.path.realpath(p)) if p.is_symlink() else p
 
 
+# Our temporary files: ".NAME.gtasr-HOST-PID-XXXXXXXX.partial.EXT".  The host and pid let a later
+# run into the same folder remove the ones a killed run (kill -9, power loss) left behind.
+_HOST = f"{zlib.crc32(socket.gethostname().encode()):08x}"[:6]
+_OURS = re.compile(r"\.gtasr-([0-9a-f]{6})-(\d+)-[a-z0-9_]{8}")
+_NAME_MAX = 255  # bytes in one path component on every common filesystem
+
+
 def temp_beside(path: Path, suffix: str = "") -> Path:
     """A new empty file in path's folder, hidden, with the mode a plain `open(path, 'w')` would get.
 
-    `suffix` lets a muxer still guess the container from the extension (".partial.mp4").
+    `suffix` lets a muxer still guess the container from the extension (".partial.mp4").  Stale
+    temporary files of dead runs of ours in the same folder are removed first.
     """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
+    remove_stale_temps(path.parent)
+    middle = f".gtasr-{_HOST}-{os.getpid()}-"
+    room = _NAME_MAX - len(f".{middle}XXXXXXXX{suffix}".encode())
+    stem = path.stem.encode()[: max(room, 0)].decode(errors="ignore")  # a long OUT still gets a temp name
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{stem}{middle}", suffix=suffix)
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private (0600)
     return Path(tmp)
+
+
+def remove_stale_temps(folder: Path) -> None:
+    """Delete our temporary files in `folder` whose run (same host, pid) no longer exists."""
+    try:
+        names = [n for n in os.listdir(folder or ".") if n.startswith(".") and ".gtasr-" in n]
+    except OSError:
+        return
+    for name in names:
+        m = _OURS.search(name)
+        if m is None or m[1] != _HOST or _alive(int(m[2])):
+            continue
+        with contextlib.suppress(OSError):
+            os.unlink(os.path.join(folder or ".", name))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def move_into_place(tmp: Path, path: Path, overwrite: bool = True) -> None:
