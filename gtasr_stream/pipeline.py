@@ -28,6 +28,8 @@ from .video.reader import (
     check_pixel_format,
     configure_decoder,
     decode,
+    is_cover,
+    left_out,
     open_input,
     pick_video_stream,
     video_info,
@@ -137,6 +139,8 @@ def _run(
     stats = Stats()
     stats.decoder = configure_decoder(stream)
     check_pixel_format(stream, src)
+    for note in left_out(container, stream):
+        warn(note)
     info = video_info(stream)
     if info.width <= 0 or info.height <= 0:
         raise UserError(f"input '{src}': the video stream has no frame size")
@@ -152,7 +156,7 @@ def _run(
     copy = (
         []
         if dst is None or image
-        else [s for s in container.streams if s.index != stream.index and s.type != "video"]
+        else [s for s in container.streams if s.index != stream.index and (s.type != "video" or is_cover(s))]
     )
     # 3. the output, opened before any work so that flag and path errors come first
     cuda = upscaler.device.type == "cuda"

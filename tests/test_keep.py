@@ -135,3 +135,88 @@ def test_chapters_the_container_cannot_hold_are_named(tmp_path, upscaler):
     src = make_tagged_mkv(tmp_path / "in.mkv")
     warnings = run(src, tmp_path / "out.avi", upscaler)
     assert "2 chapters cannot be stored in avi; they are left out (.mkv keeps them)" in warnings
+
+
+def _write(path: Path, *, pix_fmt: str = "yuv420p", codec: str = "libx264", options=None, extra=None) -> Path:
+    """FRAMES frames of `pix_fmt`; `extra(out)` may add streams and return their packets."""
+    with av.open(str(path), "w") as out:
+        v = out.add_stream(codec, rate=25, options=options or {})
+        v.width, v.height, v.pix_fmt = W, H, pix_fmt
+        more = extra(out) if extra else []
+        packets = []
+        for i in range(FRAMES):
+            f = synthetic_frame(i, W, H, pix_fmt)
+            f.pts, f.time_base = i, Fraction(1, 25)
+            packets += v.encode(f)
+        out.mux(packets + v.encode(None) + more)
+    return path
+
+
+def _cover(out: av.container.OutputContainer) -> list[av.Packet]:
+    art = out.add_stream("mjpeg")
+    art.width, art.height, art.pix_fmt = 16, 16, "yuvj420p"
+    art.disposition = av.stream.Disposition.attached_pic
+    picture = synthetic_frame(0, 16, 16, "yuvj420p")
+    picture.pts = 0
+    return art.encode(picture) + art.encode(None)
+
+
+def test_cover_art_is_kept_in_mp4_and_named_elsewhere(tmp_path, upscaler):
+    src = _write(tmp_path / "song.mp4", extra=_cover)
+    assert run(src, tmp_path / "out.mp4", upscaler) == []
+    with av.open(str(tmp_path / "out.mp4")) as c:
+        assert [bool(s.disposition & av.stream.Disposition.attached_pic) for s in c.streams] == [False, True]
+    warnings = run(src, tmp_path / "out.mkv", upscaler)
+    assert warnings == ["cover art (video stream #1, mjpeg) cannot be kept in matroska; it is left out"]
+
+
+def test_second_video_stream_is_named(tmp_path, upscaler):
+    def second(out: av.container.OutputContainer) -> list[av.Packet]:
+        v = out.add_stream("mpeg4", rate=25)
+        v.width, v.height, v.pix_fmt = 16, 16, "yuv420p"
+        f = synthetic_frame(0, 16, 16, "yuv420p")
+        f.pts, f.time_base = 0, Fraction(1, 25)
+        return v.encode(f) + v.encode(None)
+
+    src = _write(tmp_path / "two.mkv", extra=second)
+    warnings = run(src, tmp_path / "out.mkv", upscaler)
+    assert warnings == ["video stream #1 (mpeg4) is left out: only stream #0 is upscaled"]
+
+
+def test_alpha_channel_is_named(tmp_path, upscaler):
+    src = _write(tmp_path / "alpha.mkv", pix_fmt="yuva420p", codec="ffv1")
+    warnings = run(src, tmp_path / "out.mkv", upscaler)
+    assert warnings == [
+        "the alpha channel (transparency) of the yuva420p input is left out: the output is opaque"
+    ]
+
+
+def test_interlacing_is_named(tmp_path, upscaler):
+    src = _write(tmp_path / "tv.mkv", options={"x264-params": "interlaced=1:tff=1"})
+    warnings = run(src, tmp_path / "out.mkv", upscaler)
+    assert len(warnings) == 1 and warnings[0].startswith("the input is interlaced: ")
+    assert "written as progressive" in warnings[0]
+
+
+@pytest.mark.parametrize(("codec", "want"), [("libx265", "yuv420p12le"), ("libx264", "yuv420p10le")])
+def test_12_bit_stays_12_bit_where_the_encoder_takes_it(tmp_path, upscaler, codec, want):
+    from gtasr_stream import EncodeOptions
+
+    src = _write(tmp_path / "deep.mkv", pix_fmt="yuv420p12le", codec="ffv1")
+    dst = tmp_path / "out.mkv"
+    warnings: list[str] = []
+    upscale_video(str(src), str(dst), upscaler, EncodeOptions(codec=codec), on_warning=warnings.append)
+    with av.open(str(dst)) as c:
+        frame = next(c.decode(video=0))
+        assert frame.format.name == want
+    with av.open(str(src)) as c:
+        ref = next(c.decode(video=0)).reformat(format="rgb48le").to_ndarray() / 257
+    got = frame.reformat(format="rgb48le", width=W, height=H, interpolation="AREA").to_ndarray() / 257
+    print(f"{codec}: mean error {np.abs(got - ref).mean():.2f} code values")
+    assert np.abs(got - ref).mean() < 4.0
+    if want.endswith("12le"):
+        assert warnings == []
+    else:
+        assert warnings == [
+            "libx264 cannot write 12-bit video: the output is 10-bit (-c libx265 or ffv1 keep 12 bits)"
+        ]

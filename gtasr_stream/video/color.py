@@ -90,7 +90,8 @@ def rgb_to_yuv(rgb: torch.Tensor, layout: YUVLayout) -> tuple[torch.Tensor, torc
     """RGB -> planes, the exact inverse of `yuv_to_rgb` up to rounding.
 
     rgb: (B,3,H,W) float in [0,1]; H and W must be multiples of the subsampling.
-    returns y (B,H,W), u/v (B,H>>sub_y,W>>sub_x) as code values: uint8 for 8 bits, else int16 (bits <= 15).
+    returns y (B,H,W), u/v (B,H>>sub_y,W>>sub_x) as code values: uint8 for 8 bits, else int16 holding
+    the uint16 samples bit for bit (see `codes`).
     """
     kr, kb, kg = _coefficients(layout.matrix)
     off, yspan, cspan = _scales(layout)
@@ -105,5 +106,8 @@ def rgb_to_yuv(rgb: torch.Tensor, layout: YUVLayout) -> tuple[torch.Tensor, torc
     top = float((1 << layout.bits) - 1)
     yq = (yl * yspan + off).round_().clamp_(0, top)
     cq = (c * cspan + mid).round_().clamp_(0, top)
-    dtype = torch.uint8 if layout.bits == 8 else torch.int16
-    return yq.to(dtype), cq[:, 0].to(dtype), cq[:, 1].to(dtype)
+    if layout.bits == 8:
+        return yq.to(torch.uint8), cq[:, 0].to(torch.uint8), cq[:, 1].to(torch.uint8)
+    # int16 holding uint16 bit patterns (as `codes` reads them): through int32, so 16-bit values wrap
+    y16, c16 = yq.to(torch.int32).to(torch.int16), cq.to(torch.int32).to(torch.int16)
+    return y16, c16[:, 0], c16[:, 1]

@@ -110,9 +110,31 @@ def _reason(e: BaseException) -> str:
 def pick_video_stream(container: av.container.InputContainer, src: str) -> av.video.stream.VideoStream:
     """The first video stream that is not a cover picture."""
     for s in container.streams.video:
-        if not s.disposition & av.stream.Disposition.attached_pic:
+        if not is_cover(s):
             return s
     raise UserError(f"input '{src}' has no video stream")
+
+
+def is_cover(s: av.stream.Stream) -> bool:
+    """A cover picture (an attached picture): copied like audio, never upscaled."""
+    return s.type == "video" and bool(s.disposition & av.stream.Disposition.attached_pic)
+
+
+def left_out(container: av.container.InputContainer, stream: av.video.stream.VideoStream) -> list[str]:
+    """One warning for each part of the input's pictures that OUT will not carry."""
+    notes = []
+    for s in container.streams.video:
+        if s.index != stream.index and not is_cover(s):
+            name = s.codec_context.name if s.codec_context else "unknown codec"
+            notes.append(
+                f"video stream #{s.index} ({name}) is left out: only stream #{stream.index} is upscaled"
+            )
+    fmt = stream.codec_context.format
+    if fmt is not None and any(c.is_alpha for c in fmt.components):
+        notes.append(
+            f"the alpha channel (transparency) of the {fmt.name} input is left out: the output is opaque"
+        )
+    return notes
 
 
 def configure_decoder(stream: av.video.stream.VideoStream, threads: int = 0) -> str:
@@ -257,10 +279,10 @@ def decode(
     step = 1
     if stream.average_rate and stream.time_base:
         step = max(1, round(1 / (stream.average_rate * stream.time_base)))
-    warned_corrupt = warned_pts = False
+    warned_corrupt = warned_pts = warned_interlaced = False
 
     def frames_of(packet: av.Packet | None) -> Iterator[Frame]:
-        nonlocal last_pts, warned_corrupt, warned_pts
+        nonlocal last_pts, warned_corrupt, warned_pts, warned_interlaced
         try:
             decoded = stream.decode(packet)
         except av.FFmpegError as e:
@@ -278,6 +300,12 @@ def decode(
                     warned_pts = True
                 pts = last_pts + 1
             last_pts = pts
+            if f.interlaced_frame and not warned_interlaced:
+                on_warning(
+                    "the input is interlaced: its frames are upscaled whole and written as progressive video"
+                    " (deinterlace it first, e.g. ffmpeg -vf bwdif, for clean motion)"
+                )
+                warned_interlaced = True
             g, layout = resolve_layout(f)
             yield Frame(plane_arrays(g, layout.bits), layout, pts, int(f.rotation or 0) % 360, g)
 

@@ -25,7 +25,7 @@ from ..files import check_writable_target, final_path, is_stream_target, move_in
 from . import keep
 from .color import YUVLayout
 from .keep import timecode_of
-from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo
+from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo, is_cover
 
 # Which encoder option takes --crf, and its default when --crf is not given.
 CRF_OPTION: dict[str, tuple[str, float]] = {
@@ -44,6 +44,8 @@ _ASS_HEADER = (
     b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
 )
 NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
+# Where a copied cover picture stays a cover (elsewhere it became a second video track, or vanished).
+COVER_CONTAINERS = ("mp4", "ipod")
 # Image outputs: the encoder follows OUT's extension (FFmpeg's image2 muxer would pick mjpeg for all).
 IMAGE_ENCODERS = {"png": "png", "jpg": "mjpeg", "jpeg": "mjpeg", "webp": "libwebp"}
 _SUB = {(1, 1): "420", (1, 0): "422", (0, 0): "444"}
@@ -144,11 +146,22 @@ def choose_pix_fmt(codec: str, info: VideoInfo, requested: str | None, warn: Cal
         return "rgb48be" if deep else "rgb24"
     if codec == "libwebp":  # lossy WebP is 8-bit 4:2:0 only
         return "yuv420p"
-    wanted = [f"yuv{sub}p10le", f"yuv{sub}p", "yuv420p10le", "yuv420p"] if deep else [f"yuv{sub}p", "yuv420p"]
+    # the input's depth where the encoder takes it, else the deepest it takes (12-bit stays 12-bit in x265)
+    depths = [d for d in (16, 14, 12, 10) if d <= max(info.bits, 10)] if deep else []
+    wanted = [f"yuv{s}p{d}le" for s in dict.fromkeys((sub, "420")) for d in depths]
+    wanted += [f"yuv{sub}p", "yuv420p"]
     for name in wanted:
         if not supported or name in supported:
-            if deep and not name.endswith("10le"):
-                warn(f"{codec} cannot write 10-bit video: the output is 8-bit (try -c libx265)")
+            got = av.VideoFormat(name).components[0].bits
+            if got < info.bits and info.bits > 8:
+                hint = (
+                    " (try -c libx265)"
+                    if got == 8
+                    else " (-c libx265 or ffv1 keep 12 bits)"
+                    if got < 12
+                    else ""
+                )
+                warn(f"{codec} cannot write {info.bits}-bit video: the output is {got}-bit{hint}")
             return name
     fallback = supported[0]
     warn(f"{codec} takes none of our planar YUV formats; converting to {fallback}")
@@ -158,7 +171,7 @@ def choose_pix_fmt(codec: str, info: VideoInfo, requested: str | None, warn: Cal
 def layout_for(pix_fmt: str, like: YUVLayout) -> YUVLayout:
     """The planar layout we fill for `pix_fmt` (other formats are repacked by swscale in `write`)."""
     fmt = av.VideoFormat(pix_fmt)
-    bits = 8 if max(c.bits for c in fmt.components) <= 8 else 10
+    bits = min(max(c.bits for c in fmt.components), 16)
     if "420" in pix_fmt or pix_fmt.startswith(("nv12", "nv21", "p01")):
         sub_x, sub_y = 1, 1
     elif "422" in pix_fmt or pix_fmt.startswith(("nv16", "nv20", "p21")):
@@ -294,6 +307,11 @@ class Sink:
         mapping: dict[int, Any] = {}
         for s in streams:
             name = s.codec_context.name if s.codec_context else "data"
+            if is_cover(s) and out.format.name not in COVER_CONTAINERS:
+                warn(
+                    f"cover art (video stream #{s.index}, {name}) cannot be kept in {out.format.name}; it is left out"
+                )
+                continue
             try:  # the muxer refuses a codec it cannot hold right here, with a ValueError
                 mapping[s.index] = out.add_stream_from_template(s)
                 keep.copy_stream_tags(s, mapping[s.index])
@@ -378,7 +396,8 @@ class Sink:
         dtype = np.uint8 if self.layout.bits <= 8 else np.dtype("<u2")
         for plane, data in zip(frame.planes, planes, strict=False):
             buf = np.frombuffer(memoryview(plane), dtype=dtype)
-            buf.reshape(plane.height, plane.line_size // buf.itemsize)[:, : plane.width] = data
+            rows = buf.reshape(plane.height, plane.line_size // buf.itemsize)
+            rows[:, : plane.width] = data.view(dtype) if data.dtype != dtype else data  # int16 -> uint16 bits
         frame.colorspace = self.video.codec_context.colorspace
         frame.color_range = self.video.codec_context.color_range
         if self.fill_fmt is None:
