@@ -19,6 +19,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Ti
 
 from . import __version__
 from .errors import UserError
+from .signals import Terminated, exit_code, ignore_stop_signals, stop_on_sigterm
 
 console = Console(stderr=True, highlight=False)  # stdout may carry the video ('-')
 
@@ -43,6 +44,7 @@ def main() -> None:
     gtasr-stream IN OUT [OPTIONS]     upscale a video (same as `gtasr-stream upscale IN OUT`)
     gtasr-stream upscale --help       every option
     """
+    stop_on_sigterm()  # timeout, systemd, docker stop: stop cleanly, as Ctrl-C does
 
 
 def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:
@@ -259,12 +261,13 @@ def _exit_on_error(fn: Any) -> None:
     except UserError as e:
         console.print(f"[red]gtasr-stream: error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)
-    except KeyboardInterrupt:
-        console.print("gtasr-stream: interrupted; nothing was written")
+    except KeyboardInterrupt as e:
+        how = "terminated" if isinstance(e, Terminated) else "interrupted"
+        console.print(f"gtasr-stream: {how}; nothing was written")
         sys.stderr.flush()
         # The workers are stopped and the partial file removed; skip interpreter teardown, where
         # torch's native thread pools can abort ("terminate called ...") after a mid-op interrupt.
-        os._exit(130)
+        os._exit(exit_code(e))
     except Exception as e:
         if os.environ.get("GTASR_DEBUG"):
             raise
@@ -448,8 +451,6 @@ preview.params.extend(p for p in upscale.params if p.name in _PREVIEW_ENGINE_FLA
 
 
 def _preview(opts: Any, model: dict[str, Any]) -> None:
-    import signal
-
     from .preview.session import Preview
 
     out = _Printer(quiet=False)
@@ -468,13 +469,13 @@ def _preview(opts: Any, model: dict[str, Any]) -> None:
             f" {str(p.up.dtype).removeprefix('torch.')}; Ctrl-C stops)"
         )
         p.wait()
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not cut the recording short
+    except KeyboardInterrupt as e:
+        ignore_stop_signals()  # a second Ctrl-C or SIGTERM must not cut the recording short
         p.close()
         console.print(f"gtasr-stream: preview stopped: {escape(p.summary())}", soft_wrap=True)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(130)  # as `upscale`: skip the teardown of torch's thread pools after an interrupt
+        os._exit(exit_code(e))  # as `upscale`: skip the teardown of torch's thread pools after an interrupt
     except BaseException:
         p.close()
         raise

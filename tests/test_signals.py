@@ -1,0 +1,72 @@
+"""SIGTERM (timeout, systemd, docker stop) stops a run as Ctrl-C does: nothing half-written is left."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import selectors
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import av
+from conftest import REPO
+from media import make_clip
+
+
+def _gtasr(*args: str | Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "gtasr_stream", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO,
+    )
+
+
+def test_sigterm_stops_upscale_and_removes_the_partial_file(tmp_path, tiny_weights):
+    src = make_clip(tmp_path / "long.mkv", frames=400, width=96, height=64, codec="ffv1", pix_fmt="yuv444p")
+    proc = _gtasr(src.path, tmp_path / "out.mkv", "--weights", tiny_weights, "-b", "1")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):
+        time.sleep(0.05)  # wait until it is writing
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err.decode()  # 128 + SIGTERM, not killed by the signal (-15)
+    lines = [line for line in err.decode().splitlines() if line.strip()]
+    assert lines == ["gtasr-stream: terminated; nothing was written"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["long.mkv"]
+
+
+def test_sigterm_finishes_the_preview_recording(tmp_path, tiny_weights):
+    clip = make_clip(tmp_path / "five.mp4", width=32, height=24, frames=5, rate=25).path
+    out = tmp_path / "rec.mkv"
+    proc = _gtasr(
+        "preview", clip, "--weights", tiny_weights, "--record", out, "--port", "0", "--device", "cpu"
+    )
+    try:
+        assert proc.stdout is not None
+        sel = selectors.DefaultSelector()
+        sel.register(proc.stdout, selectors.EVENT_READ)
+        line = proc.stdout.readline().decode() if sel.select(timeout=90) else ""
+        url = re.search(r"(http://\S+/)", line)
+        assert url, line
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url.group(1) + "stats", timeout=30) as r:
+                if json.loads(r.read())["frames"]["upscaled"] >= 3:
+                    break
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err.decode()
+    assert "preview stopped" in err.decode() and "Traceback" not in err.decode()
+    with av.open(str(out)) as c:
+        assert sum(1 for _ in c.decode(video=0)) >= 3
+    assert not [f for f in os.listdir(tmp_path) if "partial" in f]
