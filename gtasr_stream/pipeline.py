@@ -207,7 +207,8 @@ def _run(
                 return
             if not started:
                 out_layout = sink.output_layout(pending[0].layout)
-                _put(q_enc, ("start", pending[0].layout, pending[0].rotation), stop)
+                first = pending[0]
+                _put(q_enc, ("start", first.layout, first.rotation, first.hdr10), stop)
                 started = True
             assert out_layout is not None
             t = time.perf_counter()
@@ -240,7 +241,7 @@ def _run(
                 return
             t = time.perf_counter()
             if isinstance(item, tuple) and item[0] == "start":
-                sink.start(item[1], item[2])
+                sink.start(*item[1:])
             elif isinstance(item, tuple):
                 sink.write(*item)
                 stats.encoded += 1

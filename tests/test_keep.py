@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
@@ -219,4 +220,48 @@ def test_12_bit_stays_12_bit_where_the_encoder_takes_it(tmp_path, upscaler, code
     else:
         assert warnings == [
             "libx264 cannot write 12-bit video: the output is 10-bit (-c libx265 or ffv1 keep 12 bits)"
+        ]
+
+
+MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
+
+
+def _hdr_side_data(path: Path) -> dict[str, bytes]:
+    with av.open(str(path)) as c:
+        frame = next(c.decode(video=0))
+    side: Any = frame.side_data
+    return {sd.type.name: bytes(sd) for sd in side if sd.type.name != "SEI_UNREGISTERED"}
+
+
+@pytest.mark.parametrize("codec", ["libx265", "libx264"])
+def test_hdr10_metadata_is_kept_or_named(tmp_path, upscaler, codec):
+    from gtasr_stream import EncodeOptions
+
+    # an HDR10 file: BT.2020 / PQ, 10-bit, mastering display and content light level in the bitstream
+    hdr = {"x265-params": f"log-level=error:hdr10=1:master-display={MASTER}:max-cll=1000,400"}
+    with av.open(str(tmp_path / "hdr.mkv"), "w") as out:
+        v = out.add_stream("libx265", rate=25, options=hdr)
+        v.width, v.height, v.pix_fmt = 64, 48, "yuv420p10le"
+        cc = v.codec_context
+        cc.color_primaries, cc.color_trc, cc.colorspace = 9, 16, 9
+        packets = []
+        for i in range(FRAMES):
+            f = synthetic_frame(i, 64, 48, "yuv420p10le")
+            f.pts, f.time_base = i, Fraction(1, 25)
+            packets += v.encode(f)
+        out.mux(packets + v.encode(None))
+    src, dst = tmp_path / "hdr.mkv", tmp_path / "out.mkv"
+    want = _hdr_side_data(src)
+    assert set(want) == {"MASTERING_DISPLAY_METADATA", "CONTENT_LIGHT_LEVEL"}
+    warnings: list[str] = []
+    upscale_video(str(src), str(dst), upscaler, EncodeOptions(codec=codec), on_warning=warnings.append)
+    if codec == "libx265":
+        assert warnings == [] and _hdr_side_data(dst) == want
+        with av.open(str(dst)) as c:
+            f = next(c.decode(video=0))
+            assert (int(f.color_primaries), int(f.color_trc)) == (9, 16)
+    else:
+        assert warnings == [
+            f"the HDR10 metadata (master-display={MASTER}, max-cll=1000,400) is left out:"
+            " libx264 does not write it here (-c libx265 keeps it)"
         ]

@@ -8,6 +8,7 @@ colour matrix/range that the device-side conversion in `color.py` uses.
 from __future__ import annotations
 
 import os
+import struct
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
+from av.sidedata.sidedata import Type as SideDataType
 
 from ..errors import UserError
 from .color import Matrix, Range, YUVLayout
@@ -46,6 +48,7 @@ class Frame:
     pts: int | None  # in the video stream's time base, exactly as decoded
     rotation: int  # degrees counter-clockwise the player would rotate it: 0/90/180/270
     frame: av.VideoFrame  # keeps the buffers alive
+    hdr10: str | None = None  # the first frame's HDR10 metadata as x265 parameters (see `hdr10_params`)
 
     @property
     def size(self) -> tuple[int, int]:  # (height, width) as stored
@@ -280,9 +283,10 @@ def decode(
     if stream.average_rate and stream.time_base:
         step = max(1, round(1 / (stream.average_rate * stream.time_base)))
     warned_corrupt = warned_pts = warned_interlaced = False
+    first = True
 
     def frames_of(packet: av.Packet | None) -> Iterator[Frame]:
-        nonlocal last_pts, warned_corrupt, warned_pts, warned_interlaced
+        nonlocal last_pts, warned_corrupt, warned_pts, warned_interlaced, first
         try:
             decoded = stream.decode(packet)
         except av.FFmpegError as e:
@@ -307,7 +311,9 @@ def decode(
                 )
                 warned_interlaced = True
             g, layout = resolve_layout(f)
-            yield Frame(plane_arrays(g, layout.bits), layout, pts, int(f.rotation or 0) % 360, g)
+            hdr10 = hdr10_params(f) if first else None
+            first = False
+            yield Frame(plane_arrays(g, layout.bits), layout, pts, int(f.rotation or 0) % 360, g, hdr10)
 
     try:
         for packet in container.demux(wanted):
@@ -322,6 +328,26 @@ def decode(
         on_warning(f"input ends early or is damaged ({_reason(e)}); keeping the frames before it")
     yield from frames_of(None)
     _check_complete(container, stream, last_pts, step, on_warning)
+
+
+def hdr10_params(frame: av.VideoFrame) -> str | None:
+    """A frame's HDR10 side data (mastering display, content light level) as x265 parameters."""
+    parts = []
+    side: Any = frame.side_data  # iterates SideData objects (the stubs say keys)
+    for sd in side:
+        data = bytes(sd)
+        if sd.type == SideDataType.MASTERING_DISPLAY_METADATA and len(data) >= 88:
+            # AVMasteringDisplayMetadata: (num, den) of R, G, B, white point xy; min, max luminance;
+            # has_primaries, has_luminance.  x265 counts xy in 1/50000 and luminance in 1/10000 cd/m2.
+            v = struct.unpack("=22i", data[:88])
+            xy = [round(v[2 * i] * 50000 / v[2 * i + 1]) if v[2 * i + 1] else 0 for i in range(8)]
+            lum = [round(v[i] * 10000 / v[i + 1]) if v[i + 1] else 0 for i in (16, 18)]
+            if v[20] and v[21]:
+                r, g, b, wp = (f"({xy[i]},{xy[i + 1]})" for i in (0, 2, 4, 6))
+                parts.append(f"master-display=G{g}B{b}R{r}WP{wp}L({lum[1]},{lum[0]})")
+        elif sd.type == SideDataType.CONTENT_LIGHT_LEVEL and len(data) >= 8:
+            parts.append("max-cll={},{}".format(*struct.unpack("=2I", data[:8])))
+    return ":".join(parts) or None
 
 
 def _check_complete(container: Any, stream: Any, last_pts: int | None, step: int, on_warning: Any) -> None:

@@ -372,8 +372,9 @@ class Sink:
             in_layout = replace(in_layout, matrix="bt601", range="limited")
         return layout_for(self.pix_fmt, in_layout)
 
-    def start(self, in_layout: YUVLayout, rotation: int) -> YUVLayout:
-        """Fix colour tags and rotation from the first frame; returns the layout to convert to."""
+    def start(self, in_layout: YUVLayout, rotation: int, hdr10: str | None = None) -> YUVLayout:
+        """Fix colour tags, rotation and HDR10 metadata (x265 parameters, see `reader.hdr10_params`)
+        from the first frame, before the encoder opens; returns the layout to convert to."""
         self.layout = self.output_layout(in_layout)
         fmt = av.VideoFormat(self.pix_fmt)
         # the frames we fill are planar YUV; any other encoder format (nv12, p010) is repacked by swscale
@@ -383,6 +384,15 @@ class Sink:
         cc.color_range = AVCOL_RANGE[self.layout.range]
         if rotation:
             self.video.set_display_rotation(rotation)
+        if hdr10 and self.codec == "libx265":
+            options = dict(cc.options)
+            options["x265-params"] = f"{options.get('x265-params', 'log-level=error')}:hdr10=1:{hdr10}"
+            cc.options = options
+        elif hdr10:
+            self.warn(
+                f"the HDR10 metadata ({hdr10.replace(':', ', ')}) is left out: {self.codec} does not write it"
+                " here (-c libx265 keeps it)"
+            )
         self.started = True
         for p in self.pending:
             self.mux(p)
