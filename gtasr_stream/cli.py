@@ -15,7 +15,6 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import __version__
 from .errors import UserError
@@ -289,44 +288,23 @@ def _upscale(
     overwrite: bool,
     **engine: Any,
 ) -> None:
-    from .engines.torch_engine import Upscaler  # importing torch is slow: not for --help
-    from .pipeline import Stats, upscale_video
-    from .video.writer import EncodeOptions
+    from .progress import Reporter
 
-    up = Upscaler(on_warning=out.warn, **engine)
-    if up.backend_note and (up.backend != "torch" or up.device.type == "cuda"):  # auto chose: say which
-        out.info(f"backend {up.backend} ({up.backend_note}; --backend picks another)")
-    opts = EncodeOptions(**encode)
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed}/{task.fields[total_s]} frames"),
-        TextColumn("{task.fields[fps]:.1f} fps"),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        TextColumn("slowest: {task.fields[slowest]}"),
-        console=console,
-        disable=out.quiet,
-        transient=True,  # replaced by the summary line (or the error)
-    )
-    task = progress.add_task("upscaling", total=None, fps=0.0, slowest="-", total_s="?")
-
-    def report(s: Stats) -> None:
-        progress.update(
-            task,
-            completed=s.encoded,
-            total=s.total,
-            total_s=s.total or "?",
-            fps=s.encoded / s.elapsed if s.elapsed else 0.0,
-            slowest=s.slowest,
-        )
-
-    def on_progress(s: Stats) -> None:  # shown from the first frame written: errors come first
-        if not progress.live.is_started and s.encoded:
-            progress.start()
-        report(s)
-
+    progress = Reporter(console, out.quiet)
     try:
+        progress.set_phase("loading the model")
+        from .engines.torch_engine import Upscaler  # importing torch is slow: not for --help
+        from .pipeline import Stats, upscale_video
+        from .video.writer import EncodeOptions
+
+        up = Upscaler(on_warning=out.warn, **engine)
+        if up.backend_note and (up.backend != "torch" or up.device.type == "cuda"):  # auto chose: say which
+            out.info(f"backend {up.backend} ({up.backend_note}; --backend picks another)")
+        opts = EncodeOptions(**encode)
+
+        def on_progress(s: Stats) -> None:
+            progress.update(s, up.batch)
+
         stats = upscale_video(
             src,
             dst,
