@@ -126,13 +126,16 @@ def test_default_path_is_the_shared_file() -> None:
     assert WEIGHTS.resolve() == DEFAULT_LPIPS.resolve()
 
 
-def test_missing_file_names_path_and_readme(tmp_path: Path) -> None:
+def test_missing_file_says_which_file_and_how_to_make_it(tmp_path: Path) -> None:
+    """A fresh clone has no ../shared (nor its README): the line itself says how to make the file."""
     path = tmp_path / "nope.safetensors"
-    with pytest.raises(LPIPSWeightsError, match="LPIPS weights not found at") as err:
+    with pytest.raises(LPIPSWeightsError, match="LPIPS weights not found") as err:
         load_lpips(path)
     msg = str(err.value)
     print(msg)
-    assert str(path) in msg and "README" in msg and "\n" not in msg
+    assert str(path) in msg and "\n" not in msg and "README" not in msg
+    assert f"pip install lpips torchvision && python -m training.convert_lpips --out {path}" in msg
+    assert "--lpips FILE" in msg
 
 
 def test_wrong_files_are_refused(tmp_path: Path) -> None:

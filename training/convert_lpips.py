@@ -113,6 +113,7 @@ def main(out: Path, lin: Path | None, vgg: Path | None) -> None:
         "license": "LPIPS linear layers BSD-2-Clause (richzhang/PerceptualSimilarity); "
         "backbone: torchvision ImageNet weights (BSD-3-Clause code)",
     }
+    Path(out).parent.mkdir(parents=True, exist_ok=True)  # the trainer's default is ../shared/data/weights/
     save_file(tensors, str(out), metadata=metadata)
     click.echo(f"wrote {out} ({len(tensors)} tensors)")
 

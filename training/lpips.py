@@ -21,7 +21,16 @@ from torch import Tensor, nn
 from gtasr_stream.errors import UserError
 
 DEFAULT_LPIPS = Path(__file__).resolve().parents[2] / "shared/data/weights/lpips_vgg16.safetensors"
-README = "../shared/data/weights/README.md (or make the file with `python -m training.convert_lpips`)"
+
+
+def how_to_make(path: Path) -> str:
+    """How to get the file, in a fresh clone too (which has no ../shared and none of its READMEs)."""
+    return (
+        f"make it with `pip install lpips torchvision && python -m training.convert_lpips --out {path}`"
+        " (the LPIPS-VGG16 loss network: lpips' linear layers + torchvision's ImageNet VGG16, downloaded"
+        " once), or pass --lpips FILE"
+    )
+
 
 # The 5 slices of torchvision's vgg16().features[:30], tapped after each slice's last ReLU (the LPIPS
 # layers relu1_2, relu2_2, relu3_3, relu4_3, relu5_3): (first `features` index, channels, number of convs).
@@ -122,14 +131,16 @@ def load_lpips(path: Path) -> LPIPS:
     """
     path = Path(path)
     if not path.is_file():
-        raise LPIPSWeightsError(f"LPIPS weights not found at {path}; see README: {README}")
+        raise LPIPSWeightsError(
+            f"LPIPS weights not found: the trainer needs {path.name} at {path}; {how_to_make(path)}"
+        )
     try:
         with safe_open(str(path), framework="pt") as f:
             tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118
     except Exception as e:  # safetensors raises several types for a bad header
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise LPIPSWeightsError(
-            f"{path}: not a readable safetensors file ({reason}); see README: {README}"
+            f"{path}: not a readable safetensors file ({reason}); {how_to_make(path)}"
         ) from e
 
     model = LPIPS()
@@ -139,13 +150,13 @@ def load_lpips(path: Path) -> LPIPS:
     if missing or unexpected:
         raise LPIPSWeightsError(
             f"{path}: not LPIPS-VGG16 v0.1 weights (missing {missing[:3]}, unexpected {unexpected[:3]}); "
-            f"see README: {README}"
+            f"{how_to_make(path)}"
         )
     for k, t in expected.items():
         if tensors[k].shape != t.shape:
             raise LPIPSWeightsError(
                 f"{path}: tensor {k!r} has shape {tuple(tensors[k].shape)}, expected {tuple(t.shape)}; "
-                f"see README: {README}"
+                f"{how_to_make(path)}"
             )
     model.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
     return model
