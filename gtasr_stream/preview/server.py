@@ -20,6 +20,7 @@ A viewer that disconnects ends its thread quietly.
 from __future__ import annotations
 
 import errno
+import ipaddress
 import json
 import secrets
 import socket
@@ -54,10 +55,14 @@ class Hub:
 
 class PreviewServer(ThreadingHTTPServer):
     daemon_threads = True  # a viewer's thread never holds up Ctrl-C
+    request_queue_size = 128  # listen backlog: the default 5 refused connections at ~30 viewers
 
     def __init__(self, address: tuple[str, int], hub: Hub) -> None:
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.hub = hub
+        # Host names this server answers to (plus any IP literal, which DNS rebinding cannot use).
+        self.names = {"localhost", address[0].lower().strip("[]"), socket.gethostname().lower()}
+        self.names.add(socket.getfqdn().lower())
         super().__init__(address, Handler)
 
     def handle_error(self, request: Any, client_address: Any) -> None:
@@ -106,6 +111,13 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         url = urlsplit(self.path)
         query = parse_qs(url.query)
+        if not _is_local_host(self.headers.get("Host", ""), self.server.names):
+            # DNS rebinding: a page of another site, its name re-pointed at 127.0.0.1, would read
+            # the camera; the browser still sends that site's name as Host
+            self._send(
+                421, "text/plain; charset=utf-8", b"unknown Host: use the address gtasr-stream printed\n"
+            )
+            return
         try:
             if url.path == "/":
                 self._send(200, "text/html; charset=utf-8", PAGE)
@@ -140,6 +152,9 @@ class Handler(BaseHTTPRequestHandler):
         hub = self.server.hub
         after = _number(query, "after", int) or 0
         reported = _number(query, "latency", float)
+        if not self._same_origin():  # another site's page may look, but not write our statistics
+            reported = None
+            query.pop("viewer", None)
         if reported is not None and 0 < reported < 60_000:
             hub.stats.on_screen_latency(reported / 1000)
         t0 = time.monotonic()
@@ -174,6 +189,11 @@ class Handler(BaseHTTPRequestHandler):
         viewer = query.get("viewer", [""])[0][:64] or self.client_address
         hub.stats.on_sent(now, seq, now - item.captured_at, viewer)
 
+    def _same_origin(self) -> bool:
+        """No Origin header (players, scripts, same-origin GETs) or our own page's origin."""
+        origin = self.headers.get("Origin")
+        return origin is None or urlsplit(origin).netloc.lower() == self.headers.get("Host", "").lower()
+
     def _still(self, view: View) -> None:
         got = self.server.hub.shown.latest()
         if got is None:
@@ -201,6 +221,22 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(head.encode() + data + b"\r\n")
             now = time.monotonic()
             hub.stats.on_sent(now, seq, now - item.captured_at, self.client_address)
+
+
+def _is_local_host(host_header: str, names: set[str]) -> bool:
+    """True for a Host header naming this machine: an IP literal, localhost, its name, --host.
+    No Host at all (HTTP/1.0 players) is fine too: every browser sends one."""
+    if not host_header:
+        return True
+    try:
+        host = urlsplit(f"//{host_header}").hostname or ""
+    except ValueError:
+        return False
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        return host.lower() in names
 
 
 def _view(path: str) -> View:

@@ -10,6 +10,7 @@ every thread, finishes the recording and frees the port.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import threading
 import time
@@ -68,6 +69,11 @@ class Preview:
         self.shown: Latest[Shown] = Latest()
         self.stats = PreviewStats(self.frames, {})
         self.server: PreviewServer = bind_server(opts.host, opts.port, Hub(self.shown, self.stats, self.stop))
+        if not _loopback(opts.host):
+            warn(
+                f"--host {opts.host}: the page has no authentication; anyone who can reach this machine"
+                " can watch the source (an SSH tunnel keeps it private)"
+            )
         self.url = url_of(self.server)
         self.container: Any = None
         try:
@@ -203,3 +209,13 @@ class Preview:
         if self.recorder is not None and self.recorder.written and not self.errors:
             line += f"; recorded {self.recorder.written} to {self.opts.record}"
         return line
+
+
+def _loopback(host: str) -> bool:
+    """127.x, ::1 or localhost: only this machine can connect."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
