@@ -309,3 +309,30 @@ def test_clip_from_a_shared_photo(shared_data: Path) -> None:
     print(f"{paths[0].name}: mean |f_t - f_t-1| = {[round(s, 4) for s in steps]}")
     assert clip.shape == (5, 3, 96, 128)
     assert all(0 < s < 0.2 for s in steps)
+
+
+# ---------------------------------------------------------------- no-reference: sharpness, periodicity
+def test_sharpness_falls_with_blur() -> None:
+    from training.metrics import sharpness
+
+    x = smooth_images(2, 64, 64, seed=0, cell=2).float()
+    blurred = F.avg_pool2d(x, 3, stride=1, padding=1, count_include_pad=False)
+    assert sharpness(blurred) < 0.8 * sharpness(x)
+    assert sharpness(torch.full((1, 3, 16, 16), 0.5)) == 0.0
+
+
+def test_periodicity_exposes_a_faint_4px_grid() -> None:
+    """A 1-code-value pattern repeating every 4 px (what a 4x head can leave) scores far above the
+    image without it; the score is about shift, not content, so a shifted image scores alike."""
+    from training.metrics import periodicity
+
+    x = smooth_images(2, 128, 128, seed=1, cell=4).float()
+    pattern = torch.tensor([1.0, -1.0, 0.5, -0.5]) / 255
+    grid = pattern.repeat(32)[None].expand(128, 128)  # (H,W): every row the same 4-px period
+    with_grid = (x + grid).clamp(0, 1)
+    clean, gridded = periodicity(x), periodicity(with_grid)
+    print(f"periodicity: clean {clean:.2f}, with a 1/255 grid {gridded:.2f}")
+    assert gridded > 5 * clean
+    assert periodicity(x.roll(3, -1)) == pytest.approx(clean, rel=0.5)
+    with pytest.raises(ValueError, match="multiples of 4"):
+        periodicity(torch.rand(1, 3, 30, 32))

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from media import make_clip
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -300,6 +301,9 @@ def test_cli_missing_lpips_is_one_line(photos, tmp_path):
 
 
 def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_weights):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    make_clip(videos / "clip.mp4", width=96, height=64, frames=4)
     r = subprocess.run(
         [
             sys.executable,
@@ -319,6 +323,8 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
             "128",
             "--clips",
             "1",
+            "--videos",
+            str(videos),
             "--device",
             "cpu",
         ],
@@ -342,6 +348,22 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
     assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]
     assert "| bicubic |" in (tmp_path / "ev" / "results.md").read_text()
     assert Image.open(tmp_path / "ev" / "compare.png").size == (4 * 128, 128)
+    # what users' videos look like: three `video` strengths and the real clip, ratios against bicubic
+    for strength in ("light", "medium", "heavy"):
+        row = res[f"video {strength}: gtasr"]
+        assert {"psnr_y", "lpips", "flicker", "sharpness", "periodicity"} <= set(row)
+        assert (
+            res[f"video {strength}: bicubic"]["sharpness"]
+            == res[f"video {strength}: bicubic"]["periodicity"]
+            == 1
+        )
+        assert (
+            res[f"video {strength}: bicubic"]["psnr_y"] > res["bicubic"]["psnr_y"]
+        )  # milder than realesrgan
+    assert set(res["real clip.mp4: lanczos"]) == {"sharpness", "periodicity"}
+    assert res["real clip.mp4: lanczos"]["sharpness"] > 1  # Lanczos is the sharper interpolator
+    # one crop row per video source: the medium clip (3 methods + truth) and the real clip (3 methods)
+    assert Image.open(tmp_path / "ev" / "compare_video.png").size == (4 * 192, 2 * 192)
 
 
 def test_evaluate_without_clips_reports_the_photos_only(photos, lpips_file, tmp_path, tiny_weights):

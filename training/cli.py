@@ -41,6 +41,14 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--lr", type=float, default=d["lr"].default, show_default=True),
         click.option("--ema", type=float, default=d["ema"].default, show_default=True),
         click.option(
+            "--degradation",
+            type=click.Choice(["video", "realesrgan", "mix"]),
+            default=d["degradation"].default,
+            show_default=True,
+            help="How LR inputs are made: video (optics, resampler, light noise, H.264/H.265/MPEG codecs), "
+            "realesrgan (METHOD.md's heavy second-order pipeline), mix (video for 80% of samples).",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,
@@ -90,9 +98,14 @@ def main() -> None:
 @main.command()
 @_common
 @click.option("--no-ta", is_flag=True, help="Turn Trajectory Alignment off (ablation).")
-def stage1(no_ta: bool, **kw: Any) -> None:
+@click.option(
+    "--init",
+    type=click.Path(exists=True, path_type=Path),
+    help="Fine-tune: start from these weights (.safetensors), a checkpoint or a run folder.",
+)
+def stage1(no_ta: bool, init: Path | None, **kw: Any) -> None:
     """Stage I: consistency training with Trajectory Alignment."""
-    cfg = Stage1Options(**_fields(kw), trajectory_alignment=not no_ta)
+    cfg = Stage1Options(**_fields(kw), init=init, trajectory_alignment=not no_ta)
     _run(cfg, "stage1")
 
 
@@ -127,15 +140,25 @@ def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
 @click.option("--no-peers", is_flag=True, help="Compare with bicubic and Lanczos only.")
 @click.option("--crop", type=click.IntRange(64), default=256, show_default=True)
 @click.option("--clips", type=click.IntRange(0), default=4, show_default=True)
+@click.option(
+    "--videos",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=TrainOptions.lpips.parents[1] / "videos",
+    show_default=True,
+    help="Folder of real clips (no ground truth): sharpness and periodicity against bicubic.",
+)
+@click.option("--no-videos", is_flag=True, help="Skip the real clips.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
-def evaluate_cmd(peers: Path | None, no_peers: bool, **kw: Any) -> None:
+def evaluate_cmd(peers: Path | None, no_peers: bool, no_videos: bool, **kw: Any) -> None:
     """PSNR-Y, SSIM-Y, LPIPS and flicker of a checkpoint next to bicubic, Lanczos and the peers."""
     from gtasr_stream.errors import UserError
 
     from .evaluate import EvaluateOptions, evaluate, markdown
 
     cfg = EvaluateOptions(**kw)
+    if no_videos:
+        cfg = dataclasses.replace(cfg, videos=None)
     if no_peers:
         cfg = dataclasses.replace(cfg, peers=None)
     elif peers is not None:

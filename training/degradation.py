@@ -35,7 +35,9 @@ KernelKind = Literal["iso", "aniso", "generalized_iso", "generalized_aniso", "pl
 KERNEL_KINDS: tuple[KernelKind, ...] = get_args(KernelKind)  # the order of kernel_probs
 ResizeMode = Literal["area", "bilinear", "bicubic"]
 Codec = Literal["libx264", "libx265"]
-DECODER: dict[str, str] = {"libx264": "h264", "libx265": "hevc"}
+VideoCodec = Literal["libx264", "libx265", "mpeg2video", "mpeg4"]
+DECODER: dict[str, str] = {"libx264": "h264", "libx265": "hevc", "mpeg2video": "mpeg2video", "mpeg4": "mpeg4"}
+CRF_CODECS = ("libx264", "libx265")  # the others take a fixed quantiser (qscale) instead
 
 
 @dataclass(frozen=True)
@@ -352,21 +354,24 @@ def degrade_fixed(hr: Tensor, cfg: DegradationConfig, seed: int) -> Tensor:
 
 
 # ---------------------------------------------------------------- video codecs
-def _codec_round_trip(img: np.ndarray, codec: Codec, crf: int) -> np.ndarray:
+def _codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
     """Encode a (h,w,3) uint8 image as a 3-frame clip, decode, return the last frame (a P/B frame).
 
     The earlier frames are the image shifted by a pixel or two, so the last frame is inter-predicted
-    as in real video. h, w even.
+    as in real video. h, w even. q: CRF (x264/x265) or the fixed quantiser (MPEG-2, MPEG-4 Part 2).
     """
     h, w, _ = img.shape
     enc = av.CodecContext.create(codec, "w")
     assert isinstance(enc, av.VideoCodecContext)
     enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
     enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25)
-    # threads=1: x264/x265 are deterministic anyway, but tiny frames gain nothing from threads
-    options = {"crf": str(crf), "preset": "ultrafast", "threads": "1"}
-    if codec == "libx265":
-        options["x265-params"] = "log-level=none"
+    if codec in CRF_CODECS:
+        # threads=1: x264/x265 are deterministic anyway, but tiny frames gain nothing from threads
+        options = {"crf": str(q), "preset": preset, "threads": "1"}
+        if codec == "libx265":
+            options["x265-params"] = "log-level=none:pools=1:frame-threads=1"  # one thread, like x264
+    else:  # qmin = qmax: a constant quantiser, what `-q:v` does for these encoders
+        options = {"qmin": str(q), "qmax": str(q), "threads": "1"}
     enc.options = options
     packets = []
     for i, shift in enumerate((2, 1, 0)):
@@ -383,6 +388,17 @@ def _codec_round_trip(img: np.ndarray, codec: Codec, crf: int) -> np.ndarray:
     return frames[-1].to_ndarray(format="rgb24")
 
 
+def codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
+    """`_codec_round_trip` for any (h,w,3) uint8 size: reflect-padded to what the encoder takes, cropped back."""
+    h, w, _ = img.shape
+    # yuv420p needs even sizes; libx265 aborts the process on 8-bit frames under ~64 px a side and
+    # is not deterministic on them under ~128 px (measured: the same 64x64 input gave 3 outputs in 10)
+    floor = 128 if codec == "libx265" else 2
+    ph, pw = max(floor, h + h % 2) - h, max(floor, w + w % 2) - w
+    padded = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
+    return _codec_round_trip(padded, codec, q, preset)[:h, :w]
+
+
 def codec_degrade(
     lq: Tensor,
     generator: torch.Generator,
@@ -395,21 +411,15 @@ def codec_degrade(
     CPU generator. Returns (B,3,h,w) float in [0,1] on 8-bit levels, on lq's device.
     """
     for name in codecs:
-        if name not in DECODER:
-            raise ValueError(f"codecs must be drawn from {tuple(DECODER)}, got {name!r}")
+        if name not in CRF_CODECS:
+            raise ValueError(f"codecs must be drawn from {CRF_CODECS}, got {name!r}")
     if not codecs or crf[0] > crf[1]:
         raise ValueError(f"need at least one codec and crf low <= high, got {tuple(codecs)}, {crf}")
-    h, w = lq.shape[-2:]
     imgs = (
         (lq.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     )  # (B,h,w,3)
     out = []
     for img in imgs:
         codec = codecs[_randint(generator, 0, len(codecs) - 1)]
-        q = _randint(generator, *crf)
-        # yuv420p needs even sizes; libx265 aborts the process on 8-bit frames under ~64 px a side
-        floor = 64 if codec == "libx265" else 2
-        ph, pw = max(floor, h + h % 2) - h, max(floor, w + w % 2) - w
-        padded = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect") if ph or pw else img
-        out.append(_codec_round_trip(padded, codec, q)[:h, :w])
+        out.append(codec_round_trip(img, codec, _randint(generator, *crf)))
     return torch.from_numpy(np.stack(out)).to(lq.device).permute(0, 3, 1, 2).float() / 255

@@ -24,6 +24,7 @@ from gtasr_stream.files import atomic_path
 
 from .clips import moving_camera_clip
 from .degradation import DegradationConfig, degrade_fixed
+from .evaluate_video import real_clip_rows, save_crops, video_rows
 from .images import list_images, load_image
 from .lpips import DEFAULT_LPIPS, load_lpips
 from .metrics import flicker, psnr_y, ssim_y
@@ -41,6 +42,9 @@ class EvaluateOptions:
     crop: int = 256  # HR centre crop per photo (LR crop/4), also the side of the clips
     clips: int = 4  # moving-camera clips, one per photo
     clip_frames: int = 8
+    videos: Path | None = DEFAULT_LPIPS.parents[1] / "videos"  # real clips (no truth); None: skip them
+    real_frames: int = 8  # frames read from each real clip
+    real_size: int = 128  # centre crop of each real clip's LR frames (px a side, at most)
     seed: int = 0  # of the degradation: the same inputs for every method and every run
     device: str = "auto"
 
@@ -138,7 +142,13 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
             "lpips": a[:, 1].mean(),
             "flicker": a[:, 2].mean(),
         }
-    # 3. files
+    # 3. what users' videos look like: the `video` strengths and the real clips (evaluate_video.py)
+    crops: dict[str, list[torch.Tensor]] = {}
+    if cfg.clips:  # --clips 0: the photos only (what the ablations use)
+        results |= video_rows(methods, photos[: cfg.clips], lpips, cfg.crop, cfg.clip_frames, cfg.seed, crops)
+        if cfg.videos is not None and cfg.videos.is_dir():
+            results |= real_clip_rows(methods, cfg.videos, cfg.real_frames, cfg.real_size, crops)
+    # 4. files
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = {
         "options": {k: str(v) for k, v in asdict(cfg).items()},
@@ -148,6 +158,8 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
     _write(cfg.out / "results.json", json.dumps(report, indent=1))
     _write(cfg.out / "results.md", markdown(results))
     _compare_png(cfg.out / "compare.png", outputs, hr)
+    if crops:
+        save_crops(cfg.out / "compare_video.png", crops)
     return results
 
 
@@ -156,9 +168,16 @@ def _floats(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]
 
 
 def markdown(results: dict[str, dict[str, float]]) -> str:
-    lines = ["| method | PSNR-Y (dB) ↑ | SSIM-Y ↑ | LPIPS ↓ | flicker ↓ |", "|---|---:|---:|---:|---:|"]
+    """The table; sharpness and periodicity are ratios to bicubic of the same input (1.0 = bicubic)."""
+    lines = [
+        "| method | PSNR-Y (dB) ↑ | SSIM-Y ↑ | LPIPS ↓ | flicker ↓ | sharpness ÷ bicubic | periodicity ÷ bicubic ↓ |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("psnr_y", "ssim_y", "lpips", "flicker", "sharpness", "periodicity")
     for name, r in results.items():
-        cells = [f"{r[k]:.4f}" if k in r else "" for k in ("psnr_y", "ssim_y", "lpips", "flicker")]
+        cells = [f"{r[k]:.4f}" if k in r else "" for k in keys]
+        if r.get("sharpness", 1.0) < 1.0:
+            cells[4] += " (blurrier than bicubic)"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 

@@ -98,3 +98,57 @@ def flicker(outputs: Tensor, truth: Tensor) -> float:
     d_gt = truth[1:] - truth[:-1]
     # every frame has the same pixel count, so the mean of per-frame means is the overall mean
     return float((d_out.double() - d_gt.double()).abs().mean())
+
+
+def sharpness(x: Tensor) -> float:
+    """Mean Sobel gradient magnitude of the luma, on the 0-1 scale: a no-reference detail measure.
+
+    Read as a ratio against bicubic of the same input: below 1.0 the method is blurrier than bicubic.
+    x: (T,3,H,W) in [0,1].
+    """
+    y = rgb_to_y(x)  # (T,1,H,W)
+    k = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]], dtype=y.dtype, device=y.device)
+    gx = torch.nn.functional.conv2d(y, (k / 8)[None, None])
+    gy = torch.nn.functional.conv2d(y, (k.T / 8)[None, None])
+    return float((gx.square() + gy.square()).sqrt().mean())
+
+
+def periodicity(x: Tensor, period: int = 4) -> float:
+    """Grid-artefact score: spectral power of the luma at the harmonics of a `period`-pixel grid, over
+    the power of their neighbouring frequencies (OP4KSR's idea, METHOD.md).
+
+    A 4x upscaler that treats each LR pixel's 4x4 block alike leaves peaks at multiples of 1/4 and 1/2
+    cycles per pixel; a natural image's spectrum is smooth there, so a score near 1 means no grid. Only
+    meaningful against bicubic of the same input (interpolation leaves some energy there too).
+    x: (T,3,H,W) in [0,1], H and W multiples of `period`. Returns the mean over harmonics and frames.
+    """
+    y = rgb_to_y(x)[:, 0].double()  # (T,H,W)
+    _, h, w = y.shape
+    if h % period or w % period or h < 4 * period or w < 4 * period:
+        raise ValueError(f"periodicity: H, W must be multiples of {period} and >= {4 * period}, got {h}x{w}")
+    window = torch.outer(
+        torch.hann_window(h, periodic=False, dtype=y.dtype),
+        torch.hann_window(w, periodic=False, dtype=y.dtype),
+    )
+    power = torch.fft.fft2((y - y.mean((-2, -1), keepdim=True)) * window.to(y.device)).abs().square()
+    ratios = []
+    for a in range(period):
+        for b in range(period):
+            if a == 0 and b == 0:
+                continue
+            u, v = a * h // period, b * w // period  # a harmonic of the grid
+            # the 7x7 neighbourhood less its 3x3 centre: the smooth background around the peak
+            rows = [(u + d) % h for d in range(-3, 4)]
+            cols = [(v + d) % w for d in range(-3, 4)]
+            patch = power[:, rows][:, :, cols]  # (T,7,7)
+            ring = torch.cat(
+                [
+                    patch[:, :2].flatten(1),
+                    patch[:, -2:].flatten(1),
+                    patch[:, 2:5, :2].flatten(1),
+                    patch[:, 2:5, -2:].flatten(1),
+                ],
+                1,
+            )
+            ratios.append(patch[:, 3, 3] / ring.median(1).values.clamp_min(1e-20))
+    return float(torch.stack(ratios).mean())

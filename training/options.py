@@ -26,6 +26,7 @@ class TrainOptions:
     ema: float = 0.999  # EMA rate of the inference weights
     grad_clip: float = 1.0  # max global gradient norm
     precision: str = "auto"  # auto | bf16 | fp32: autocast of the forward passes (auto: bf16 where native)
+    degradation: str = "realesrgan"  # video | realesrgan | mix: how LR inputs are made (video_degradation.py)
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0
@@ -34,6 +35,7 @@ class TrainOptions:
     log_every: int = 10  # steps between metrics.jsonl lines
     sample_every: int = 1000  # steps between sample grids (LR | output | HR)
     resume: bool = False  # continue from the newest checkpoint in out/checkpoints
+    init: Path | None = None  # start theta and the EMA from weights, a checkpoint or a run folder
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,6 @@ class Stage1Options(TrainOptions):
 class Stage2Options(TrainOptions):
     """Stage II: Distribution Trajectory Matching plus Dual-Reference Structural Rectification."""
 
-    init: Path | None = None  # the Stage I run folder (or checkpoint folder) to start from
     steps: int = 2_000
     batch: int = 12
     lr_halve_at: int = 10**12  # never, in METHOD.md's Stage II

@@ -25,15 +25,16 @@ from torch.nn.parallel import DistributedDataParallel
 from gtasr_stream.engines.torch_engine import resolve_device
 from gtasr_stream.files import atomic_path
 from gtasr_stream.model import ConsistencyModel, build_network, forward_process, time_grid, upsample_lq
-from gtasr_stream.weights import save_weights
+from gtasr_stream.weights import load_weights, save_weights
 
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import PhotoCrops, step_generator
-from .degradation import DegradationConfig, codec_degrade, degrade
+from .degradation import codec_degrade
 from .losses import Distance, LossWeights, combine, ct_loss, dtm_loss, rect_loss, ta_loss
 from .lpips import load_lpips
 from .options import Stage1Options, Stage2Options
 from .samples import save_grid, val_crops
+from .video_degradation import PROFILES, degrade_profile
 
 Stage = Literal["stage1", "stage2"]
 
@@ -137,20 +138,17 @@ def train(
     lpips = load_lpips(cfg.lpips).to(device)
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    weights, degradation = LossWeights(), DegradationConfig()
+    weights = LossWeights()
+    if cfg.degradation not in PROFILES:
+        raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
     ckpt_dir = cfg.out / "checkpoints"
     start = 0
     if cfg.resume and (last := latest_checkpoint(ckpt_dir)) is not None:
         start = load_checkpoint(last, cfg.preset, model, ema, opt)["step"]
+    elif cfg.init is not None:
+        _warm_start(cfg.init, cfg.preset, model, ema)
     elif isinstance(cfg, Stage2Options):
-        if cfg.init is None:
-            raise ValueError("--init: stage2 starts from a Stage I run folder or checkpoint")
-        init = (
-            cfg.init if (cfg.init / "state.json").is_file() else latest_checkpoint(cfg.init / "checkpoints")
-        )
-        if init is None:
-            raise ValueError(f"--init: no checkpoint in '{cfg.init}'")
-        load_checkpoint(init, cfg.preset, model, ema, None)
+        raise ValueError("--init: stage2 starts from a Stage I run folder or checkpoint")
     frozen = copy.deepcopy(ema).eval().requires_grad_(False)  # f_theta' (Stage II), from the EMA
     net: torch.nn.Module = DistributedDataParallel(model) if ddp else model
     data = PhotoCrops(cfg.data, cfg.crop)
@@ -172,7 +170,7 @@ def train(
         g = step_generator(cfg.seed, step, rank)
         torch.manual_seed(cfg.seed * 7919 + step)  # dropout
         hr = data.batch(cfg.batch, g).to(device)  # (B,3,crop,crop) float in [0,1]
-        lq = degrade(hr, degradation, g)  # (B,3,crop/4,crop/4) float in [0,1], 8-bit levels
+        lq = degrade_profile(hr, cfg.degradation, g)  # (B,3,crop/4,crop/4) in [0,1], 8-bit levels
         if cfg.codec_prob and torch.rand((), generator=g) < cfg.codec_prob:
             lq = codec_degrade(lq, g)
         x0, lq = hr * 2 - 1, lq * 2 - 1  # model space [-1,1]
@@ -219,6 +217,19 @@ def train(
         dist.barrier()
         dist.destroy_process_group()
     return final
+
+
+def _warm_start(init: Path, preset: str, model: ConsistencyModel, ema: ConsistencyModel) -> None:
+    """theta and the EMA from --init: a weights file, a checkpoint folder or a run folder (fresh AdamW)."""
+    if init.is_file():
+        net, _ = load_weights(init, preset=preset)
+        for target in (model, ema):
+            target.net.load_state_dict(net.state_dict())
+        return
+    found = init if (init / "state.json").is_file() else latest_checkpoint(init / "checkpoints")
+    if found is None:
+        raise ValueError(f"--init: no checkpoint in '{init}'")
+    load_checkpoint(found, preset, model, ema, None)
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

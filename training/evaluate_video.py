@@ -1,0 +1,179 @@
+"""The video half of `gtasr-train evaluate`: what users' videos look like, not the training distribution.
+
+Owns two protocols and their crops:
+- video rows: moving-camera clips made from the held-out photos, degraded with the fixed light / medium /
+  heavy `video` settings (`VIDEO_STRENGTHS`): per-frame blur, resize and sensor noise, then the whole
+  clip through a real encoder, as a camera and an upload make it. PSNR-Y, SSIM-Y, LPIPS and flicker
+  against the truth, plus sharpness and periodicity relative to bicubic.
+- real clips: the first frames of each clip in a folder (../shared/data/videos), no ground truth, so only
+  the no-reference ratios against bicubic: sharpness (below 1.0: blurrier than bicubic) and
+  periodicity (above 1.0: more grid than bicubic).
+Every method runs frame by frame as a stream would. Crops: bicubic | gtasr | each peer (| truth).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from gtasr_stream.files import atomic_path
+
+from .clips import moving_camera_clip
+from .degradation import CRF_CODECS, DECODER, NoiseDraw
+from .lpips import LPIPS
+from .metrics import flicker, periodicity, psnr_y, sharpness, ssim_y
+from .video_degradation import VIDEO_STRENGTHS, VideoDraw, apply_video_draw
+
+Method = Callable[[torch.Tensor], torch.Tensor]  # (B,3,h,w) in [0,1] -> (B,3,4h,4w) in [0,1]
+Row = dict[str, float]
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
+
+
+def encode_clip(frames: np.ndarray, codec: str, q: int) -> np.ndarray:
+    """A whole clip through one encoder and back: (T,h,w,3) uint8 → (T,h,w,3) uint8; h, w even.
+
+    q is the CRF (x264/x265) or the fixed quantiser (MPEG-2/4). preset medium: what encoders default to.
+    """
+    t, h, w, _ = frames.shape
+    enc = av.CodecContext.create(codec, "w")
+    assert isinstance(enc, av.VideoCodecContext)
+    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
+    enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25)
+    if codec in CRF_CODECS:
+        enc.options = {"crf": str(q), "preset": "medium", "threads": "1"}
+    else:
+        enc.options = {"qmin": str(q), "qmax": str(q), "threads": "1"}
+    packets = []
+    for i, img in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
+            format="yuv420p"
+        )
+        frame.pts = i
+        packets += enc.encode(frame)
+    packets += enc.encode(None)
+    dec = av.CodecContext.create(DECODER[codec], "r")
+    assert isinstance(dec, av.VideoCodecContext)
+    out = [f.to_ndarray(format="rgb24") for pkt in [*packets, None] for f in dec.decode(pkt)]
+    if len(out) != t:
+        raise RuntimeError(f"{codec} round trip returned {len(out)} of {t} frames")
+    return np.stack(out)
+
+
+def degrade_clip(clip: torch.Tensor, draw: VideoDraw, seed: int) -> torch.Tensor:
+    """(T,3,H,W) HR in [0,1] → (T,3,H/4,W/4) LR on 8-bit levels: per-frame optics, resize and fresh
+    sensor noise (seeded per frame), then the clip through each of the draw's encoders in turn."""
+    frames = []
+    for t, f in enumerate(clip):
+        noise = draw.noise
+        if noise is not None:  # sensor noise differs from frame to frame
+            noise = NoiseDraw(noise.kind, noise.strength, noise.gray, seed * 1000 + t)
+        d = VideoDraw(draw.blur_sigma, draw.defocus_radius, draw.intermediate, draw.resize_mode, noise, ())
+        frames.append(apply_video_draw(f[None].cpu(), d))
+    lq = torch.cat(frames)  # (T,3,h,w); 4:2:0 applied, replaced by the codec's own below
+    if draw.encodes:
+        imgs = (lq * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+        for codec, q in draw.encodes:
+            imgs = encode_clip(imgs, codec, q)
+        lq = torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255
+    return lq.to(clip.device)
+
+
+def _run(method: Method, lq: torch.Tensor) -> torch.Tensor:
+    return torch.cat([method(f[None]) for f in lq])  # frame by frame, as a stream
+
+
+def video_rows(
+    methods: dict[str, Method],
+    photos: list[torch.Tensor],
+    lpips: LPIPS,
+    size: int,
+    frames: int,
+    seed: int,
+    crops: dict[str, list[torch.Tensor]],
+) -> dict[str, Row]:
+    """`video {strength}: {method}` rows, averaged over one moving-camera clip per photo."""
+    results: dict[str, Row] = {}
+    for strength, draw in VIDEO_STRENGTHS.items():
+        per: dict[str, list[list[float]]] = {k: [] for k in methods}
+        for i, photo in enumerate(photos):
+            clip = moving_camera_clip(photo, frames, (size, size), seed=i)  # (T,3,size,size)
+            lq = degrade_clip(clip, draw, seed + i)
+            outs = {name: _run(m, lq) for name, m in methods.items()}
+            sharp_b, per_b = sharpness(outs["bicubic"]), periodicity(outs["bicubic"])
+            for name, out in outs.items():
+                per[name].append(
+                    [
+                        psnr_y(out, clip).mean().item(),
+                        ssim_y(out, clip).mean().item(),
+                        lpips(out * 2 - 1, clip * 2 - 1).mean().item(),
+                        flicker(out, clip),
+                        sharpness(out) / sharp_b,
+                        periodicity(out) / per_b,
+                    ]
+                )
+            if strength == "medium" and i == 0:
+                crops["video medium"] = [o[0] for o in outs.values()] + [clip[0]]
+        for name, rows in per.items():
+            a = np.array(rows).mean(0)
+            keys = ("psnr_y", "ssim_y", "lpips", "flicker", "sharpness", "periodicity")
+            results[f"video {strength}: {name}"] = dict(zip(keys, map(float, a), strict=True))
+    return results
+
+
+def read_clip(path: Path, frames: int, size: int) -> torch.Tensor:
+    """The first `frames` frames of a video file, centre-cropped to at most size x size (even sides);
+    (T,3,h,w) float in [0,1]."""
+    with av.open(str(path)) as container:
+        out = []
+        for frame in container.decode(video=0):
+            out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
+            if len(out) == frames:
+                break
+    clip = torch.stack(out).float() / 255
+    h, w = clip.shape[-2:]
+    ch, cw = min(h, size) // 2 * 2, min(w, size) // 2 * 2
+    top, left = (h - ch) // 2, (w - cw) // 2
+    return clip[..., top : top + ch, left : left + cw]
+
+
+def real_clip_rows(
+    methods: dict[str, Method], folder: Path, frames: int, size: int, crops: dict[str, list[torch.Tensor]]
+) -> dict[str, Row]:
+    """`real {clip}: {method}` rows: sharpness and periodicity relative to bicubic (no ground truth)."""
+    results: dict[str, Row] = {}
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
+        lq = read_clip(path, frames, size)
+        outs = {name: _run(m, lq) for name, m in methods.items()}
+        sharp_b, per_b = sharpness(outs["bicubic"]), periodicity(outs["bicubic"])
+        for name, out in outs.items():
+            results[f"real {path.name}: {name}"] = {
+                "sharpness": sharpness(out) / sharp_b,
+                "periodicity": periodicity(out) / per_b,
+            }
+        crops[f"real {path.name}"] = [o[0] for o in outs.values()]
+    return results
+
+
+def save_crops(path: Path, crops: dict[str, list[torch.Tensor]], size: int = 192) -> None:
+    """One row per clip: the centre `size` x `size` of each method's first frame, side by side."""
+    rows = []
+    for tiles in crops.values():
+        cut = []
+        for t in tiles:
+            h, w = t.shape[-2:]
+            s = min(size, h, w)
+            top, left = (h - s) // 2, (w - s) // 2
+            cut.append(F.pad(t[:, top : top + s, left : left + s], (0, size - s, 0, size - s)))
+        rows.append(torch.cat(cut, -1))
+    width = max(r.shape[-1] for r in rows)
+    grid = torch.cat([F.pad(r, (0, width - r.shape[-1])) for r in rows], -2)
+    img = grid.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).cpu().numpy()
+    with atomic_path(path, ".partial.png") as tmp:
+        Image.fromarray(img).save(tmp)
