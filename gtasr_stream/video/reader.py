@@ -325,6 +325,12 @@ def decode(
                 continue
             yield from frames_of(packet)
     except av.FFmpegError as e:  # truncated or damaged container: keep what was decoded
+        if last_pts is None and _mp4_from_pipe(container):
+            raise UserError(
+                "input '-': this MP4 keeps its index (moov) after the video data, which a pipe cannot go back"
+                " to; pass the file's path instead of '-', or remux it once with"
+                " `ffmpeg -i in.mp4 -c copy -movflags +faststart out.mp4`"
+            ) from None
         on_warning(f"input ends early or is damaged ({_reason(e)}); keeping the frames before it")
     yield from frames_of(None)
     _check_complete(container, stream, last_pts, step, on_warning)
@@ -350,13 +356,32 @@ def hdr10_params(frame: av.VideoFrame) -> str | None:
     return ":".join(parts) or None
 
 
+def _mp4_from_pipe(container: Any) -> bool:
+    """An MP4/MOV on a pipe: FFmpeg reads on to find the index; if it came last, the data has gone by."""
+    return "mp4" in container.format.name and container.name == "<stdin>" and not sys.stdin.buffer.seekable()
+
+
+def _video_duration(container: Any, stream: Any) -> Fraction | None:
+    """The video stream's stated length in seconds, or None when only a longer stream's may be known."""
+    if stream.duration and stream.time_base:
+        return stream.duration * stream.time_base
+    tag = stream.metadata.get("DURATION", "")  # Matroska: per stream, "HH:MM:SS.nnnnnnnnn"
+    h, m, sec = [*tag.split(":"), "", "", ""][:3]
+    if h.isdigit() and m.isdigit() and sec.replace(".", "", 1).isdigit():
+        return Fraction(int(h) * 3600 + int(m) * 60) + Fraction(sec)
+    others = [s for s in container.streams if s.type in ("video", "audio") and s.index != stream.index]
+    if container.duration and not others:  # the container's length is the video's
+        return Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
+    return None  # e.g. MKV without tags: its length is the longest stream's, often the audio's
+
+
 def _check_complete(container: Any, stream: Any, last_pts: int | None, step: int, on_warning: Any) -> None:
     """Some demuxers stop silently at damage: compare where decoding ended with the stated length."""
-    if last_pts is None or not stream.time_base or not container.duration:
+    stated = _video_duration(container, stream)
+    if last_pts is None or not stream.time_base or stated is None:
         return
     start = (stream.start_time or 0) * stream.time_base
     ended = (last_pts + step) * stream.time_base - start
-    stated = Fraction(container.duration, 1_000_000)  # AV_TIME_BASE
     if stated - ended > max(3 * step * stream.time_base, stated / 50):
         on_warning(
             f"decoding stopped at {float(ended):.2f} s of {float(stated):.2f} s:"
