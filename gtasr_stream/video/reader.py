@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -284,6 +285,9 @@ def decode(
         step = max(1, round(1 / (stream.average_rate * stream.time_base)))
     warned_corrupt = warned_pts = warned_interlaced = False
     first = True
+    # AVI has no presentation times: a chunk is one frame period, and the demuxer's guess of pts for
+    # B-frames (packed or not) comes out one frame late.  The n-th frame shown takes the n-th chunk's slot.
+    slots: deque[int] | None = deque() if container.format.name == "avi" else None
 
     def frames_of(packet: av.Packet | None) -> Iterator[Frame]:
         nonlocal last_pts, warned_corrupt, warned_pts, warned_interlaced, first
@@ -295,7 +299,7 @@ def decode(
                 warned_corrupt = True
             return
         for f in decoded:
-            pts = f.pts
+            pts = slots.popleft() if slots else f.pts
             if pts is None:
                 pts = 0 if last_pts is None else last_pts + step
             elif last_pts is not None and pts <= last_pts:
@@ -323,6 +327,8 @@ def decode(
                 continue
             if packet.size == 0:  # the demuxer's end marker for this stream: flush below
                 continue
+            if slots is not None and packet.dts is not None:
+                slots.append(packet.dts)
             yield from frames_of(packet)
     except av.FFmpegError as e:  # truncated or damaged container: keep what was decoded
         if last_pts is None and _mp4_from_pipe(container):
