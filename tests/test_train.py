@@ -109,6 +109,30 @@ def test_pair_shares_epsilon(photos, lpips_file, tmp_path):
     pytest.fail("no batch with n > 0 in 20 seeds")
 
 
+def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
+    """--direct-loss W: one more call at eta = 1 on x = y exactly (what --noise none runs), a term
+    named "direct" that carries gradient; off (the default, METHOD.md) it is neither called nor logged."""
+    x0 = torch.rand(2, 3, 128, 128) * 2 - 1
+    lq = torch.nn.functional.avg_pool2d(x0, 4)
+    off = options(photos, lpips_file, tmp_path)
+    on = dataclasses.replace(off, direct_loss=0.5)
+    net = ConsistencyModel(build_network("tiny"))
+    rec = Recorder(net)
+    g = torch.Generator().manual_seed(0)
+    assert "direct" not in batch_terms(off, 0, rec, rec, rec, cheap_lpips, x0, lq, g)
+    rec.calls.clear()
+    terms = batch_terms(on, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    y = (
+        (torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic") + 1) * 127.5
+    ).round() / 127.5 - 1
+    direct = [
+        x for x, eta in rec.calls if bool((eta == 1).all()) and torch.allclose(x, y.clamp(-1, 1), atol=1e-5)
+    ]
+    assert len(direct) == 1 and terms["direct"].shape == (2,) and terms["direct"].requires_grad
+    _, logged = combine(terms, LossWeights(direct=0.5))
+    assert "direct" in logged
+
+
 def test_steps_on_one_batch_lower_the_loss(photos, lpips_file, tmp_path):
     """Descent on a FIXED objective: a batch whose grid index n is 0, where the target is x0 itself.
 

@@ -49,6 +49,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             "realesrgan (METHOD.md's heavy second-order pipeline), mix (video for 80% of samples).",
         ),
         click.option(
+            "--direct-loss",
+            type=click.FloatRange(0),
+            default=d["direct_loss"].default,
+            show_default=True,
+            help="Weight of a loss on the noise-free one-step output (what --noise none runs); 0: off.",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

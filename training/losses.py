@@ -141,6 +141,7 @@ class LossWeights:
     ta: float = 1.0  # L_TA, Stage I (its 0.5 is inside ta_loss)
     dtm: float = 1.0  # L_DTM, Stage II (its 0.8 is inside dtm_loss)
     rect: float = 1.0  # L_rect, Stage II
+    direct: float = 1.0  # our addition, on only with --direct-loss: the noise-free one-step output
 
 
 def combine(terms: dict[str, Tensor], weights: LossWeights) -> tuple[Tensor, dict[str, float]]:

@@ -27,6 +27,9 @@ class TrainOptions:
     grad_clip: float = 1.0  # max global gradient norm
     precision: str = "auto"  # auto | bf16 | fp32: autocast of the forward passes (auto: bf16 where native)
     degradation: str = "realesrgan"  # video | realesrgan | mix: how LR inputs are made (video_degradation.py)
+    # Weight of d(f(y, eta=1), x0): the one-step output from the noise-free input, which is what
+    # gtasr-stream --noise none (the video weights' mode) runs; L_CT only ever sees y + eps there. 0: off
+    direct_loss: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

@@ -30,7 +30,7 @@ from gtasr_stream.weights import load_weights, save_weights
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import PhotoCrops, step_generator
 from .degradation import codec_degrade
-from .losses import Distance, LossWeights, combine, ct_loss, dtm_loss, rect_loss, ta_loss
+from .losses import Distance, LossWeights, combine, ct_loss, distance, dtm_loss, rect_loss, ta_loss
 from .lpips import load_lpips
 from .options import Stage1Options, Stage2Options
 from .samples import save_grid, val_crops
@@ -96,6 +96,9 @@ def batch_terms(
     with torch.no_grad():  # theta^- = theta under stop-gradient (EMA rate 0); for n = 0 the target is x0
         target = x0 if n == 0 else model(forward_process(x0, y, eps, eta_lo), eta_lo, lq).float()
     terms = {"ct": ct_loss(lpips, pred, target)}
+    if cfg.direct_loss > 0:  # the path gtasr-stream --noise none runs: x_T = y, eta = 1
+        one = torch.ones(b, device=device)
+        terms["direct"] = distance(lpips, net(y, one, lq).float(), x0)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
         terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
     if isinstance(cfg, Stage2Options):
@@ -138,7 +141,7 @@ def train(
     lpips = load_lpips(cfg.lpips).to(device)
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    weights = LossWeights()
+    weights = LossWeights(direct=cfg.direct_loss)
     if cfg.degradation not in PROFILES:
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
     ckpt_dir = cfg.out / "checkpoints"
