@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import click
@@ -70,8 +71,13 @@ class _Printer:
 
 
 @main.command("upscale")
-@click.argument("src", metavar="IN")
-@click.argument("dst", metavar="OUT", required=False)
+@click.argument("paths", nargs=-1, metavar="IN... [OUT]")
+@click.option(
+    "-i", "--input", "inputs", multiple=True, help="An input (file, folder, URL or '-'), repeatable; as IN."
+)
+@click.option(
+    "-o", "--output", help="OUT: a file, or a folder (created) for several inputs or an input folder."
+)
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
@@ -186,8 +192,9 @@ class _Printer:
 @click.option("-y", "--overwrite", is_flag=True, help="Replace OUT if it exists.")
 @click.option("-q", "--quiet", is_flag=True, help="Print errors only.")
 def upscale(
-    src: str,
-    dst: str | None,
+    paths: tuple[str, ...],
+    inputs: tuple[str, ...],
+    output: str | None,
     weights: str | None,
     device: str,
     precision: str | None,
@@ -214,16 +221,26 @@ def upscale(
     overwrite: bool,
     quiet: bool,
 ) -> None:
-    """Upscale the video of IN (file, URL or '-') 4x into OUT (file or '-'), keeping every other stream."""
-    if dst is None and not benchmark:
-        raise click.UsageError("missing OUT (or pass --benchmark to write nothing)")
-    if benchmark and dst is not None:
+    """Upscale the video of IN (file, URL or '-') 4x into OUT (file or '-'), keeping every other stream.
+
+    \b
+    Several INs, or a folder IN, write into the folder OUT (same names); -i/-o name them as flags.
+    An image OUT (png, jpg, webp) takes one frame.
+    """
+    srcs = [*inputs, *paths]
+    if output is None and not benchmark and len(srcs) >= 2 and paths:
+        output, srcs = paths[-1], srcs[:-1]  # the classic `IN OUT`
+    if not srcs:
+        raise click.UsageError("missing IN (a file, folder, URL or '-'; or -i IN)")
+    if output is None and not benchmark:
+        raise click.UsageError("missing OUT (or -o OUT, or --benchmark to write nothing)")
+    if benchmark and output is not None:
         raise click.UsageError("--benchmark writes nothing: leave OUT out")
     out = _Printer(quiet)
     _exit_on_error(
         lambda: _upscale(
-            src,
-            dst,
+            srcs,
+            output,
             out,
             weights=weights,
             device=device,
@@ -278,8 +295,8 @@ def _exit_on_error(fn: Any) -> None:
 
 
 def _upscale(
-    src: str,
-    dst: str | None,
+    srcs: list[str],
+    output: str | None,
     out: _Printer,
     *,
     encode: dict[str, Any],
@@ -288,9 +305,12 @@ def _upscale(
     overwrite: bool,
     **engine: Any,
 ) -> None:
+    from .jobs import plan
     from .progress import Reporter
 
+    jobs = plan(srcs, output)  # path mistakes first, before the model loads
     progress = Reporter(console, out.quiet)
+    failed: list[tuple[str, str]] = []
     try:
         progress.set_phase("loading the model")
         from .engines.torch_engine import Upscaler  # importing torch is slow: not for --help
@@ -303,23 +323,39 @@ def _upscale(
         opts = EncodeOptions(**encode)
 
         def on_progress(s: Stats) -> None:
-            progress.update(s, up.batch)
+            progress.update(s)
 
-        stats = upscale_video(
-            src,
-            dst,
-            up,
-            opts,
-            outscale=outscale,
-            overwrite=overwrite,
-            hwaccel=hwaccel,
-            on_progress=on_progress,
-            on_warning=out.warn,
-        )
+        for n, (src, dst) in enumerate(jobs, 1):
+            if len(jobs) > 1:
+                progress.start_file(f"[{n}/{len(jobs)}] {Path(src).name}: ")
+            try:
+                stats = upscale_video(
+                    src,
+                    dst,
+                    up,
+                    opts,
+                    outscale=outscale,
+                    overwrite=overwrite,
+                    hwaccel=hwaccel,
+                    on_progress=on_progress,
+                    on_warning=out.warn,
+                )
+            except UserError as e:
+                if len(jobs) == 1:
+                    raise
+                # one file's problem: said now, and the others still done
+                console.print(f"[red]gtasr-stream: error:[/] {escape(str(e))}", soft_wrap=True)
+                failed.append((src, str(e)))
+                continue
+            if not out.quiet:
+                _report(stats, dst, up)
     finally:
         progress.stop()
-    if out.quiet:
-        return
+    if len(jobs) > 1:
+        _summary(jobs, failed, out.quiet)
+
+
+def _report(stats: Any, dst: str | None, up: Any) -> None:
     h, w = stats.out_size
     fps = stats.encoded / stats.elapsed if stats.elapsed else 0.0
     where = "nowhere (benchmark)" if dst is None else escape(dst)
@@ -334,6 +370,20 @@ def _upscale(
                 f"  {s:8s} {f:8.2f} fps  busy {stats.busy[s]:.2f} s"
                 + ("  <- slowest" if s == stats.slowest else "")
             )
+
+
+def _summary(jobs: list[tuple[str, str | None]], failed: list[tuple[str, str]], quiet: bool) -> None:
+    """The end of a queue: how many were done; exit 1 naming the failed inputs if any."""
+    done = len(jobs) - len(failed)
+    if not failed:
+        if not quiet:
+            console.print(f"gtasr-stream: all {done} inputs done", soft_wrap=True)
+        return
+    names = ", ".join(escape(src) for src, _ in failed)
+    console.print(
+        f"[red]gtasr-stream: error:[/] {done} of {len(jobs)} inputs done; failed: {names}", soft_wrap=True
+    )
+    sys.exit(1)
 
 
 # -- preview ---------------------------------------------------------------------------------------

@@ -60,13 +60,13 @@ def clock_text(seconds: float | None) -> str:
     return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
-def phase_of(stats: Stats, batch: int) -> str:
+def phase_of(stats: Stats) -> str:
     """What the pipeline is doing, from its counters."""
     if stats.encoded:
         return "upscaling"
     if not stats.decoded:
         return "opening and decoding the input"
-    return f"upscaling the first batch of {batch} frames (the first model call is the slowest)"
+    return "upscaling the first batch (the first model call is the slowest)"
 
 
 class Reporter:
@@ -115,13 +115,13 @@ class Reporter:
         elif self.running:  # before the first frame an error may come: it must be the only line
             self.console.print(f"gtasr-stream: {escape(self.label + text)}", soft_wrap=True)
 
-    def update(self, stats: Stats, batch: int) -> None:
+    def update(self, stats: Stats) -> None:
         if self.quiet:
             return
         now = self.clock()
         # a frame decoded: every check of the input, flags and OUT has passed (no one-line error to spoil)
         self.running = self.running or stats.decoded > 0
-        self.set_phase(phase_of(stats, batch))
+        self.set_phase(phase_of(stats))
         if not stats.encoded:
             return
         self.rate.add(now, stats.encoded)

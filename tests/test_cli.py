@@ -75,7 +75,7 @@ def _cases(tmp: Path, clip: Path, weights: Path) -> list[tuple[list[str | Path],
     existing.write_bytes(b"keep me")
     return [
         ([tmp / "missing.mp4", tmp / "o1.mp4"], "does not exist"),
-        ([tmp, tmp / "o2.mp4"], "is a directory"),
+        ([tmp, tmp / "o2.mp4"], "is a folder: OUT must be a folder"),
         ([write_garbage(tmp / "garbage.mp4"), tmp / "o3.mp4"], "cannot be read as a video"),
         ([write_truncated(tmp / "trunc.mp4", clip), tmp / "o4.mp4"], "cannot be read as a video"),
         ([write_audio_only(tmp / "audio.m4a"), tmp / "o5.mp4"], "has no video stream"),

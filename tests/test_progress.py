@@ -45,13 +45,13 @@ def test_plain_lines_every_few_seconds_off_a_terminal():
         s.elapsed = float(second)
         s.decoded = min(100, 2 * second)
         s.encoded = 4 * (second // 2) if second >= 4 else 0
-        rep.update(s, batch=4)
+        rep.update(s)
     lines = buf.getvalue().splitlines()
     print("\n".join(lines))
     # Off a terminal the phases before the first decoded frame are not printed: an error there must
     # remain the only line (on a terminal the bar shows them and vanishes before the error).
     assert lines[:2] == [
-        "gtasr-stream: upscaling the first batch of 4 frames (the first model call is the slowest)",
+        "gtasr-stream: upscaling the first batch (the first model call is the slowest)",
         "gtasr-stream: upscaling",
     ]
     progress = lines[2:]
@@ -63,7 +63,7 @@ def test_quiet_prints_nothing():
     buf = io.StringIO()
     rep = Reporter(Console(file=buf, force_terminal=False), quiet=True)
     rep.set_phase("loading the model")
-    rep.update(Stats(total=3, decoded=3, encoded=3), batch=4)
+    rep.update(Stats(total=3, decoded=3, encoded=3))
     assert buf.getvalue() == ""
 
 
