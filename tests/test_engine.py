@@ -46,8 +46,18 @@ def smooth_frames(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:
 
 # ---------------------------------------------------------------- tiling math, with exact local steps
 
-# (h, w, tile, pad): sizes not divisible by the tile, tile > image, pad 0
-TILINGS = [(37, 53, 16, 8), (64, 64, 32, 16), (50, 70, 24, 12), (20, 30, 48, 8), (33, 47, 16, 0)]
+# (h, w, tile, pad): sizes not divisible by the tile, tile > image, pad 0, tile under twice or under
+# the pad (--tile 8 --tile-pad 16, --tile 1: several neighbours overlap; this crashed)
+TILINGS = [
+    (37, 53, 16, 8),
+    (64, 64, 32, 16),
+    (50, 70, 24, 12),
+    (20, 30, 48, 8),
+    (33, 47, 16, 0),
+    (37, 53, 8, 16),
+    (6, 9, 1, 16),
+    (33, 47, 5, 3),
+]
 
 
 @pytest.mark.parametrize(("h", "w", "tile", "pad"), TILINGS)

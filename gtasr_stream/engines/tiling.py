@@ -29,6 +29,18 @@ def _ramp(length: int, fade_in: int, fade_out: int, device: torch.device) -> tor
     return w
 
 
+def _fades(length: int, fade_in: int, fade_out: int) -> tuple[int, int, int]:
+    """(length, fade_in, fade_out) with both fades fitting in the tile: a tile core smaller than
+    twice the pad (--tile 8 --tile-pad 16) overlaps more than one neighbour, and its fades shrink
+    in proportion (the weights are normalised in the end, so the blend stays seamless)."""
+    if fade_in + fade_out > length:
+        fade_in, fade_out = (
+            length * fade_in // (fade_in + fade_out),
+            length * fade_out // (fade_in + fade_out),
+        )
+    return length, fade_in, fade_out
+
+
 def _starts(size: int, tile: int) -> list[int]:
     return list(range(0, max(size - tile, 0) + 1, tile)) + (
         [size - tile] if size > tile and size % tile else []
@@ -54,8 +66,12 @@ def run_tiled(
             e = None if eps is None else eps[..., ya * scale : yb * scale, xa * scale : xb * scale]
             res = step(lq[..., ya:yb, xa:xb], e).float()
             # Fade only across edges shared with a neighbour, over the full overlap (2*pad).
-            fy = _ramp((yb - ya) * scale, 2 * pad * scale * (ya > 0), 2 * pad * scale * (yb < h), lq.device)
-            fx = _ramp((xb - xa) * scale, 2 * pad * scale * (xa > 0), 2 * pad * scale * (xb < w), lq.device)
+            fy = _ramp(
+                *_fades((yb - ya) * scale, 2 * pad * scale * (ya > 0), 2 * pad * scale * (yb < h)), lq.device
+            )
+            fx = _ramp(
+                *_fades((xb - xa) * scale, 2 * pad * scale * (xa > 0), 2 * pad * scale * (xb < w)), lq.device
+            )
             wt = (fy[:, None] * fx[None, :]).clamp_min_(1e-4)[None, None]
             out[..., ya * scale : yb * scale, xa * scale : xb * scale] += res * wt
             weight[..., ya * scale : yb * scale, xa * scale : xb * scale] += wt
