@@ -181,6 +181,19 @@ class _Printer:
     show_default=True,
     help="NVDEC decoding when available.",
 )
+@click.option(
+    "--audio-codec",
+    metavar="ENCODER",
+    help="Re-encode every audio stream (e.g. libopus, aac). Default: copy; audio that OUT's container "
+    "cannot hold is re-encoded (AAC in WebM -> Opus), with a warning.",
+)
+@click.option(
+    "--hevc-tag",
+    type=click.Choice(["hvc1", "hev1"]),
+    default="hvc1",
+    show_default=True,
+    help="Codec tag of HEVC in MP4/MOV (Apple players need hvc1).",
+)
 @click.option("--no-copy-audio", is_flag=True, help="Leave audio streams out.")
 @click.option("--no-copy-subtitles", is_flag=True, help="Leave subtitle streams out.")
 @click.option("--no-copy-data", is_flag=True, help="Leave data streams out.")
@@ -214,6 +227,8 @@ def upscale(
     enc_opts: dict[str, str],
     container_format: str | None,
     hwaccel: Any,
+    audio_codec: str | None,
+    hevc_tag: str,
     no_copy_audio: bool,
     no_copy_subtitles: bool,
     no_copy_data: bool,
@@ -263,6 +278,8 @@ def upscale(
                 pix_fmt=pix_fmt,
                 options=enc_opts,
                 container_format=container_format,
+                audio_codec=audio_codec,
+                hevc_tag=hevc_tag,
                 copy_audio=not no_copy_audio,
                 copy_subtitles=not no_copy_subtitles,
                 copy_data=not no_copy_data,

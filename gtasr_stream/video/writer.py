@@ -22,7 +22,7 @@ from av.subtitles.subtitle import SubtitleSet
 
 from ..errors import UserError
 from ..files import check_writable_target, final_path, is_stream_target, move_into_place, temp_beside
-from . import keep
+from . import audio, keep
 from .color import YUVLayout
 from .keep import timecode_of
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo, is_cover
@@ -64,6 +64,8 @@ class EncodeOptions:
     copy_audio: bool = True
     copy_subtitles: bool = True
     copy_data: bool = True  # data and attachment-like streams (timecodes, fonts as streams)
+    audio_codec: str | None = None  # None: copy, re-encode only what OUT cannot hold; else re-encode all
+    hevc_tag: str = "hvc1"  # codec tag of HEVC in MP4/MOV: hvc1 (Apple players need it) or hev1
 
 
 def check_output_path(dst: str, src: str, overwrite: bool) -> None:
@@ -198,6 +200,7 @@ class Sink:
         source: Any = None,  # the input container: its tags, chapters and timecode are kept
     ) -> None:
         self.dst, self.warn, self.overwrite = dst, warn, overwrite
+        self.audio_codec = opts.audio_codec
         self.height, self.width = out_size
         self.tmp: Path | None = None  # what we write, renamed onto `self.final` when complete
         self.final: Path | None = None
@@ -234,6 +237,8 @@ class Sink:
         try:
             self.codec = choose_codec(opts, info, self.out.format.name, cuda, self.image)
             self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
+            if opts.audio_codec not in (None, "copy"):
+                audio.check_encoder(opts.audio_codec)  # before the trials below, which drop what fails
             in_video = source.streams[video_index] if source is not None else None
             copy = [s for s in copy_streams if _wanted(s, opts)]
             timecode = timecode_of(in_video, copy) if dst is not None else None
@@ -312,6 +317,9 @@ class Sink:
                     f"cover art (video stream #{s.index}, {name}) cannot be kept in {out.format.name}; it is left out"
                 )
                 continue
+            if s.type == "audio" and self.audio_codec not in (None, "copy"):
+                mapping[s.index], convert[s.index] = audio.reencoded(out, s, self.audio_codec, True, warn), s
+                continue
             try:  # the muxer refuses a codec it cannot hold right here, with a ValueError
                 mapping[s.index] = out.add_stream_from_template(s)
                 keep.copy_stream_tags(s, mapping[s.index])
@@ -325,6 +333,9 @@ class Sink:
                 warn(
                     f"subtitle stream #{s.index} ({name}) converted to {sub.codec_context.name} for {out.format.name}"
                 )
+                continue
+            if s.type == "audio" and (codec := audio.FALLBACK.get(out.format.name)):
+                mapping[s.index], convert[s.index] = audio.reencoded(out, s, codec, False, warn), s
                 continue
             warn(
                 f"{keep.describe(s)} cannot be stored in {out.format.name} ({reason});"
@@ -360,6 +371,8 @@ class Sink:
             cc.sample_aspect_ratio = info.sar
         cc.color_primaries, cc.color_trc = info.color_primaries, info.color_trc
         cc.thread_count = 0
+        if stream.codec.id == av.codec.Codec("hevc", "r").id and out.format.name in ("mp4", "mov"):
+            cc.codec_tag = opts.hevc_tag  # FFmpeg writes hev1; Apple players play hvc1 only
         return stream
 
     # -- writing ----------------------------------------------------------------------------------
@@ -425,7 +438,12 @@ class Sink:
             self.pending.append(packet)
             return
         if packet.stream.index in self.convert:
-            self._mux_all(self._convert_subtitle(packet, out))
+            src = self.convert[packet.stream.index]
+            self._mux_all(
+                audio.reencode(src, out, packet)
+                if src.type == "audio"
+                else self._convert_subtitle(packet, out)
+            )
             return
         packet.stream = out
         self._mux_all([packet])
@@ -453,6 +471,9 @@ class Sink:
             self.abort()
             return
         self._mux_all(self.video.encode(None))
+        for index, src in self.convert.items():
+            if src.type == "audio":
+                self._mux_all(audio.reencode(src, self.stream_map[index], None))
         try:
             self.out.close()
         except OSError as e:
