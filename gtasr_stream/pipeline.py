@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .engines import memory
 from .engines.torch_engine import Upscaler
 from .errors import UserError
 from .video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
@@ -151,6 +152,8 @@ def _run(
             " lower -s/--outscale"
         )
     stats.out_size = (out_h, out_w)
+    if upscaler.device.type == "cpu":  # no OOM exception to step down from there: size it up front
+        memory.fit_cpu_memory(upscaler, info.height, info.width, warn, memory.available_bytes())
     stats.total = info.frames or _estimate_frames(stream)
     image = image_encoder(dst, encode.container_format)  # one frame, nothing else: said when more came
     copy = (
