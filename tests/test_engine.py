@@ -368,8 +368,11 @@ def test_output_shape_dtype_and_range(tiny_weights: Path) -> None:
 
 
 def test_bf16_on_cpu_stays_close_to_fp32(tiny_weights: Path) -> None:
-    """Measured: max 0.0014, mean 0.00018 (this random model's output sits near 0.5, so the
-    differences are small in absolute terms)."""
+    """bf16 keeps 8 significant bits: each op rounds by up to 2^-9 relative, and how many roundings
+    survive depends on the CPU's kernels (AMX/AVX512-BF16 accumulate in fp32, AVX2 rounds after each
+    op).  Measured: max 0.0014, mean 0.00018 on an AMX Xeon; max 0.0060, mean 0.00099 with AVX2
+    kernels (ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2).  The bounds are what a video shows:
+    under one 8-bit code value (1/255) on average, a few at most."""
     frames = torch.rand(2, 3, 37, 23, generator=torch.Generator().manual_seed(6))
     ref = Upscaler(weights=tiny_weights, device="cpu", precision="fp32")(frames)
     up = Upscaler(weights=tiny_weights, device="cpu", precision="bf16")
@@ -378,8 +381,8 @@ def test_bf16_on_cpu_stays_close_to_fp32(tiny_weights: Path) -> None:
     d = (out - ref).abs()
     print(f"bf16 vs fp32 on CPU: max {d.max().item():.4g} mean {d.mean().item():.4g}")
     assert out.dtype == torch.float32
-    assert d.mean().item() < 1e-3
-    assert d.max().item() < 1e-2
+    assert d.mean().item() < 1 / 255
+    assert d.max().item() < 5 / 255
 
 
 @pytest.mark.parametrize("device", ["tpu", "cuda:banana"])
