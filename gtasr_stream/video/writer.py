@@ -26,24 +26,14 @@ from . import audio, keep
 from .color import YUVLayout
 from .keep import timecode_of
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo, is_cover
+from .settings import check_encoder_settings, encoder_options
 
-# Which encoder option takes --crf, and its default when --crf is not given.
-CRF_OPTION: dict[str, tuple[str, float]] = {
-    "libx264": ("crf", 18),
-    "libx265": ("crf", 20),
-    "libsvtav1": ("crf", 30),
-    "libvpx-vp9": ("crf", 24),
-    "h264_nvenc": ("cq", 21),
-    "hevc_nvenc": ("cq", 23),
-    "av1_nvenc": ("cq", 28),
-}
 # Text subtitle codecs, in the order we convert to when a container cannot hold the input's.
 TEXT_SUBTITLES = ("mov_text", "subrip", "ass", "webvtt", "ssa", "text", "srt")
 _ASS_HEADER = (
     b"[Script Info]\nScriptType: v4.00+\n\n[Events]\n"
     b"Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text\n"
 )
-NVENC = ("h264_nvenc", "hevc_nvenc", "av1_nvenc")
 # Where a copied cover picture stays a cover (elsewhere it became a second video track, or vanished).
 COVER_CONTAINERS = ("mp4", "ipod")
 # Image outputs: the encoder follows OUT's extension (FFmpeg's image2 muxer would pick mjpeg for all).
@@ -239,6 +229,9 @@ class Sink:
             self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
             if opts.audio_codec not in (None, "copy"):
                 audio.check_encoder(opts.audio_codec)  # before the trials below, which drop what fails
+            if dst is not None:  # flag values the encoder refuses: now, not after the first batch
+                options = encoder_options(self.codec, opts.crf, opts.preset, opts.options)
+                check_encoder_settings(self.codec, self.pix_fmt, out_size, options, opts.preset, opts.options)
             in_video = source.streams[video_index] if source is not None else None
             copy = [s for s in copy_streams if _wanted(s, opts)]
             timecode = timecode_of(in_video, copy) if dst is not None else None
@@ -344,21 +337,7 @@ class Sink:
         return mapping
 
     def _add_video_stream(self, out: Any, opts: EncodeOptions, info: VideoInfo) -> Any:
-        options = {}
-        if self.codec in CRF_OPTION:
-            key, default = CRF_OPTION[self.codec]
-            options[key] = f"{opts.crf if opts.crf is not None else default:g}"
-            if self.codec in NVENC:
-                options["rc"] = "vbr"
-            if self.codec == "libvpx-vp9":
-                options["b"] = "0"
-        elif opts.crf is not None:
-            raise UserError(f"--crf: {self.codec} has no CRF mode; set its quality with -e key=value")
-        if self.codec == "libx265":
-            options["x265-params"] = "log-level=error"  # x265 prints its own stats otherwise
-        if opts.preset:
-            options["preset"] = opts.preset
-        options.update(opts.options)
+        options = encoder_options(self.codec, opts.crf, opts.preset, opts.options)
         try:
             stream = out.add_stream(self.codec, rate=info.rate, options=options)
         except (av.FFmpegError, ValueError) as e:
