@@ -117,7 +117,13 @@ class _Printer:
     help="fixed: one noise for the whole stream (no flicker); fresh: new per frame; none: zero; "
     "auto: what the weights' evaluation chose (in their metadata), else fixed.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the noise.")
+@click.option(
+    "--seed",
+    default=0,
+    show_default=True,
+    type=click.IntRange(-(2**63), 2**64 - 1),  # what torch's generators take (it overflowed: exit 3)
+    help="Seed of the noise.",
+)
 @click.option(
     "--backend",
     type=click.Choice(["auto", "torch", "onnx", "trt", "aoti"]),

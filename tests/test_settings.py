@@ -62,3 +62,9 @@ def test_good_settings_and_generic_options_pass(tmp_path, clip, upscaler):
 def test_quiet_svt_av1_prints_nothing(tmp_path, clip, tiny_weights):
     r = run_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights, "-c", "libsvtav1", "-q")
     assert r.returncode == 0 and r.stderr == b"", r.stderr.decode()
+
+
+def test_seed_beyond_64_bits_is_a_usage_error(tmp_path, clip, tiny_weights):
+    r = run_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights, "--seed", str(2**70))
+    assert r.returncode == 2 and b"--seed" in r.stderr and b"Traceback" not in r.stderr, r.stderr.decode()
+    assert list(tmp_path.iterdir()) == []
