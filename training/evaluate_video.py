@@ -8,7 +8,7 @@ Owns two protocols and their crops:
 - real clips: the first frames of each clip in a folder (../shared/data/videos), no ground truth, so only
   the no-reference ratios against bicubic: sharpness (below 1.0: blurrier than bicubic) and
   periodicity (above 1.0: more grid than bicubic).
-Every method runs frame by frame as a stream would. Crops: bicubic | gtasr | each peer (| truth).
+Every method runs frame by frame as a stream would. Crops: each method in the table's order (| truth).
 """
 
 from __future__ import annotations
@@ -161,16 +161,24 @@ def real_clip_rows(
     return results
 
 
+def _busiest(tile: torch.Tensor, size: int) -> tuple[int, int]:
+    """Top-left of the `size` x `size` window with the most luma gradient: crops show detail, not sky."""
+    y = tile.mean(0, keepdim=True)[None]  # (1,1,H,W)
+    grad = (y[..., 1:, 1:] - y[..., :-1, 1:]).abs() + (y[..., 1:, 1:] - y[..., 1:, :-1]).abs()
+    energy = F.avg_pool2d(grad, size - 1, stride=max(1, size // 8))  # (1,1,h',w')
+    i = int(energy.flatten().argmax())
+    return (i // energy.shape[-1]) * max(1, size // 8), (i % energy.shape[-1]) * max(1, size // 8)
+
+
 def save_crops(path: Path, crops: dict[str, list[torch.Tensor]], size: int = 192) -> None:
-    """One row per clip: the centre `size` x `size` of each method's first frame, side by side."""
+    """One row per clip: the same `size` x `size` window of each method's first frame, side by side,
+    where the last tile (the truth, or a method on the real clips) has the most detail."""
     rows = []
     for tiles in crops.values():
-        cut = []
-        for t in tiles:
-            h, w = t.shape[-2:]
-            s = min(size, h, w)
-            top, left = (h - s) // 2, (w - s) // 2
-            cut.append(F.pad(t[:, top : top + s, left : left + s], (0, size - s, 0, size - s)))
+        h, w = tiles[0].shape[-2:]
+        s = min(size, h, w)
+        top, left = _busiest(tiles[-1], s)
+        cut = [F.pad(t[:, top : top + s, left : left + s], (0, size - s, 0, size - s)) for t in tiles]
         rows.append(torch.cat(cut, -1))
     width = max(r.shape[-1] for r in rows)
     grid = torch.cat([F.pad(r, (0, width - r.shape[-1])) for r in rows], -2)
