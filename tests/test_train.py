@@ -131,6 +131,11 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     assert len(direct) == 1 and terms["direct"].shape == (2,) and terms["direct"].requires_grad
     _, logged = combine(terms, LossWeights(direct=0.5))
     assert "direct" in logged
+    # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
+    only = dataclasses.replace(on, direct_lpips=1.0)
+    perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    out = rec.calls[-1][0]
+    assert torch.allclose(perceptual["direct"], cheap_lpips(net(out, torch.ones(2), lq), x0), atol=1e-6)
 
 
 def test_steps_on_one_batch_lower_the_loss(photos, lpips_file, tmp_path):

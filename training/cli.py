@@ -56,6 +56,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of a loss on the noise-free one-step output (what --noise none runs); 0: off.",
         ),
         click.option(
+            "--direct-lpips",
+            type=click.FloatRange(0, 1),
+            default=d["direct_lpips"].default,
+            show_default=True,
+            help="LPIPS share of --direct-loss's distance, the rest Charbonnier (0.5: METHOD.md's d).",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

@@ -30,6 +30,9 @@ class TrainOptions:
     # Weight of d(f(y, eta=1), x0): the one-step output from the noise-free input, which is what
     # gtasr-stream --noise none (the video weights' mode) runs; L_CT only ever sees y + eps there. 0: off
     direct_loss: float = 0.0
+    direct_lpips: float = (
+        0.5  # LPIPS share of that term's distance (the rest Charbonnier); 0.5 = METHOD.md's d
+    )
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0
