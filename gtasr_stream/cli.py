@@ -81,7 +81,20 @@ class _Printer:
 @click.option(
     "--weights",
     type=click.Path(dir_okay=False),
-    help="Model file (.safetensors); default: the shipped one.",
+    help="Model file (.safetensors) instead of a shipped model.",
+)
+@click.option(
+    "-n",
+    "--model",
+    "model_name",
+    type=click.Choice(["video", "restore"]),
+    help="Shipped model: video (default; web, DVD, phone and camcorder video: keeps detail, cleans "
+    "codec artefacts) or restore (badly degraded sources: heavy blur, noise and JPEG; smooths more).",
+)
+@click.option(
+    "--denoise",
+    type=click.FloatRange(0, 1),
+    help="Blend the two shipped models: 0 = video (detail), 1 = restore (noise removal), between = both.",
 )
 @click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N.")
 @click.option("--fp32", "precision", flag_value="fp32", help="Full precision (default on CPU).")
@@ -215,6 +228,8 @@ def upscale(
     inputs: tuple[str, ...],
     output: str | None,
     weights: str | None,
+    model_name: str | None,
+    denoise: float | None,
     device: str,
     precision: str | None,
     batch: int,
@@ -264,6 +279,8 @@ def upscale(
             output,
             out,
             weights=weights,
+            model_name=model_name,
+            denoise=denoise,
             device=device,
             precision=precision or "auto",
             batch=batch,
@@ -415,6 +432,8 @@ def _summary(jobs: list[tuple[str, str | None]], failed: list[tuple[str, str]], 
 # and help).  Not --batch: the preview runs one frame per call, batching would only add latency.
 _PREVIEW_ENGINE_FLAGS = (
     "weights",
+    "model_name",
+    "denoise",
     "device",
     "precision",
     "tile",

@@ -20,7 +20,14 @@ from .model.network import PRESETS, GTASRNet, build_network
 
 FORMAT = "gtasr-stream"
 FORMAT_VERSION = 1
-DEFAULT_WEIGHTS = Path(__file__).parent / "checkpoints" / "default.safetensors"
+CHECKPOINTS = Path(__file__).parent / "checkpoints"
+# The shipped models (--model NAME); both are the same preset, so --denoise can blend them.
+MODELS: dict[str, str] = {
+    "video": "video.safetensors",  # real video: optics blur, resampling, light noise, codecs (the default)
+    "restore": "restore.safetensors",  # badly damaged sources: heavy blur, noise and JPEG (Real-ESRGAN's)
+}
+DEFAULT_MODEL = "video"
+DEFAULT_WEIGHTS = CHECKPOINTS / MODELS[DEFAULT_MODEL]
 _RESERVED = ("format", "format_version", "preset", "config", "provenance")
 
 
@@ -113,6 +120,50 @@ def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[
         state = {k: f.get_tensor(k).float() for k in expected}
     net.load_state_dict(state, strict=True)
     return net.eval(), metadata
+
+
+def model_weights(name: str) -> Path:
+    """The shipped file of --model NAME, or WeightsError naming the allowed names or the missing file."""
+    if name not in MODELS:
+        raise WeightsError(f"--model: unknown model {name!r}; shipped models: {', '.join(MODELS)}")
+    path = CHECKPOINTS / MODELS[name]
+    if not path.is_file():
+        raise WeightsError(f"--model {name}: its weights are not installed (expected {path})")
+    return path
+
+
+def blend_weights(a: Path, b: Path, s: float) -> tuple[GTASRNet, dict[str, str]]:
+    """(1 - s)·a + s·b, tensor by tensor (Real-ESRGAN's -dn): s = 0 gives a, s = 1 gives b exactly.
+
+    Both files must hold the same preset; the metadata is a's, with the blend recorded in it.
+    """
+    if not 0.0 <= s <= 1.0:
+        raise WeightsError(f"--denoise must be in [0, 1], got {s}")
+    net_a, meta = load_weights(a)
+    net_b, meta_b = load_weights(b, preset=meta["preset"])
+    if s in (0.0, 1.0):  # exact: no arithmetic on the weights at the ends
+        return (net_a, meta) if s == 0.0 else (net_b, meta_b)
+    state_b = net_b.state_dict()
+    blended = {k: torch.lerp(v, state_b[k], s) for k, v in net_a.state_dict().items()}
+    net_a.load_state_dict(blended)
+    return net_a, meta | {"provenance": f"{1 - s:g} x {a.name} + {s:g} x {b.name}"}
+
+
+def load_net(
+    weights: str | Path | None = None, model: str | None = None, denoise: float | None = None
+) -> tuple[GTASRNet, dict[str, str]]:
+    """The network --weights FILE, -n/--model NAME or --denoise S picks (default: the `video` model).
+
+    --denoise S blends the shipped `video` (S = 0) and `restore` (S = 1) models; it names both, so it
+    takes neither --model nor --weights.
+    """
+    if weights is not None and (model is not None or denoise is not None):
+        raise WeightsError("--weights names a file: leave out --model and --denoise")
+    if denoise is not None:
+        if model is not None:
+            raise WeightsError("--denoise blends the video and restore models: leave out --model")
+        return blend_weights(model_weights("video"), model_weights("restore"), denoise)
+    return load_weights(Path(weights) if weights is not None else model_weights(model or DEFAULT_MODEL))
 
 
 def default_weights() -> Path:

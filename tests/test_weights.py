@@ -181,3 +181,30 @@ def test_shipped_default_weights_are_trained_and_described() -> None:
     assert meta["preset"] == "tiny" and "gtasr-train" in meta["provenance"]
     assert meta["noise"] in NOISES
     assert net.head[-1].weight.abs().max() > 1e-3
+
+
+def test_shipped_models_and_unknown_names() -> None:
+    """--model NAME: every shipped name resolves to a loadable file; an unknown name is one line."""
+    for name in weights.MODELS:
+        _net, meta = load_weights(weights.model_weights(name))
+        assert meta["preset"] == "tiny"
+    assert weights.model_weights(weights.DEFAULT_MODEL) == weights.DEFAULT_WEIGHTS
+    with pytest.raises(WeightsError, match="unknown model 'anime'; shipped models: video, restore"):
+        weights.model_weights("anime")
+
+
+def test_denoise_blend_ends_reproduce_each_model(tmp_path: Path) -> None:
+    """--denoise S: S = 0 and S = 1 are exactly the two files; S = 0.5 is their mean, tensor by tensor."""
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_weights(a, tiny_net(1), "tiny", provenance="a", extra={"noise": "none"})
+    save_weights(b, tiny_net(2), "tiny", provenance="b")
+    net_a, net_b = load_weights(a)[0].state_dict(), load_weights(b)[0].state_dict()
+    for s, want in ((0.0, net_a), (1.0, net_b)):
+        got = weights.blend_weights(a, b, s)[0].state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+    half, meta = weights.blend_weights(a, b, 0.5)
+    differ = [k for k in net_a if not torch.equal(net_a[k], net_b[k])]
+    assert differ and all(torch.allclose(half.state_dict()[k], (net_a[k] + net_b[k]) / 2) for k in net_a)
+    assert meta["noise"] == "none" and meta["provenance"] == "0.5 x a.safetensors + 0.5 x b.safetensors"
+    with pytest.raises(WeightsError, match=r"--denoise must be in \[0, 1\]"):
+        weights.blend_weights(a, b, 1.5)

@@ -16,7 +16,7 @@ import torch
 
 from ..errors import UserError
 from ..model import ConsistencyModel, sample_one_step
-from ..weights import default_weights, load_weights
+from ..weights import load_net
 from .tiling import Step, run_tiled
 
 Noise = Literal["auto", "fixed", "fresh", "none"]
@@ -74,6 +74,8 @@ class Upscaler:
         model: ConsistencyModel | None = None,
         *,
         weights: str | Path | None = None,
+        model_name: str | None = None,  # a shipped model (--model); default: the video model
+        denoise: float | None = None,  # blend of the shipped video (0) and restore (1) models
         device: str = "auto",
         precision: Precision = "auto",
         batch: int = 4,
@@ -94,8 +96,7 @@ class Upscaler:
         self.dtype = resolve_dtype(precision, self.device)
         self.meta: dict[str, str] = {}
         if model is None:
-            path = Path(weights) if weights is not None else default_weights()
-            net, self.meta = load_weights(path)
+            net, self.meta = load_net(weights, model_name, denoise)
             model = ConsistencyModel(net)
         self.model = model.to(self.device, self.dtype).eval()
         if self.device.type == "cuda":
