@@ -74,7 +74,8 @@ def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[
     """Build the file's preset and load its tensors (as float32); returns (net in eval mode, metadata).
 
     Raises WeightsError for a missing or unreadable file, missing/unknown preset metadata, a preset
-    other than `preset` (when given), and any missing, unexpected or wrongly shaped tensor.
+    other than `preset` (when given), and any missing, unexpected, wrongly shaped, non-float or
+    non-finite tensor.
     """
     path = Path(path)
     if not path.is_file():
@@ -116,8 +117,22 @@ def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[
                 f"preset {file_preset!r} expects {_shape(t.shape)}"
             )
 
+    state = {}
     with safe_open(str(path), framework="pt") as f:
-        state = {k: f.get_tensor(k).float() for k in expected}
+        for k, want in expected.items():
+            t = f.get_tensor(k)
+            if want.is_floating_point():  # an integer or bool tensor here would load as garbage
+                if not t.is_floating_point():
+                    dtype = str(t.dtype).removeprefix("torch.")
+                    raise WeightsError(
+                        f"{path}: tensor {k!r} is {dtype}, not floating point (a damaged or foreign file)"
+                    )
+                t = t.float()
+                if not torch.isfinite(t).all():  # a diverged run: the output would be one flat colour
+                    raise WeightsError(
+                        f"{path}: tensor {k!r} holds NaN or infinite values (training diverged?)"
+                    )
+            state[k] = t
     net.load_state_dict(state, strict=True)
     return net.eval(), metadata
 

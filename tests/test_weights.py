@@ -208,3 +208,19 @@ def test_denoise_blend_ends_reproduce_each_model(tmp_path: Path) -> None:
     assert meta["noise"] == "none" and meta["provenance"] == "0.5 x a.safetensors + 0.5 x b.safetensors"
     with pytest.raises(WeightsError, match=r"--denoise must be in \[0, 1\]"):
         weights.blend_weights(a, b, 1.5)
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf", "int"])
+def test_non_finite_or_integer_tensor_is_refused_naming_it(tmp_path: Path, bad: str) -> None:
+    state = {k: v.clone() for k, v in tiny_net().state_dict().items()}
+    name = "conv_in.weight"
+    if bad == "int":
+        state[name] = state[name].round().to(torch.int32)
+    else:
+        state[name][0, 0, 0, 0] = float(bad)
+    path = tmp_path / "weights.safetensors"
+    _write_raw(path, state, META)
+    with pytest.raises(WeightsError) as err:
+        load_weights(path)
+    want = "is int32, not floating point" if bad == "int" else "holds NaN or infinite values"
+    assert str(err.value).startswith(f"{path}: tensor '{name}' {want}")
