@@ -27,7 +27,8 @@ import av
 import click
 import torch
 
-from gtasr_stream.engines.torch_engine import Upscaler, is_oom, resolve_device, resolve_dtype
+from gtasr_stream.engines.device import is_oom, resolve_device, resolve_dtype
+from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import SCALE, ConsistencyModel, build_network
 from gtasr_stream.pipeline import STAGES, upscale_video

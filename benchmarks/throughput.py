@@ -29,7 +29,8 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
-from gtasr_stream.engines.torch_engine import Upscaler, is_oom, resolve_device, resolve_dtype
+from gtasr_stream.engines.device import is_oom, resolve_device, resolve_dtype
+from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import SCALE, ConsistencyModel, build_network, sample_one_step
 from gtasr_stream.model.network import count_macs

@@ -176,7 +176,8 @@ def run(opts: ExportOptions) -> Path:
 def _engine(opts: ExportOptions, onnx_path: Path, model: Any, shapes: tuple[Shape, ...]) -> None:
     """Build (or find) the TensorRT engine of the graph for the flags' profile in opts.cache_dir."""
     from gtasr_stream.engines.onnx_engine import weights_sha256
-    from gtasr_stream.engines.trt_engine import cached_engine, profile_from_flags, trt_available
+    from gtasr_stream.engines.trt_engine import cached_engine, trt_available
+    from gtasr_stream.engines.trt_profile import profile_from_flags
 
     if not trt_available():
         click.echo(
@@ -203,7 +204,7 @@ def _engine(opts: ExportOptions, onnx_path: Path, model: Any, shapes: tuple[Shap
 def _package(opts: ExportOptions, model: Any, dtype: Any, shapes: tuple[Shape, ...]) -> Path:
     """Compile the AOTInductor .pt2 for opts.device and (with --check) compare it with PyTorch fp32."""
     from gtasr_stream.engines.aoti_engine import AotiStep, compile_package
-    from gtasr_stream.engines.torch_engine import resolve_device
+    from gtasr_stream.engines.device import resolve_device
 
     from .onnx_export import TOLERANCE, max_difference
 

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _LAZY = {
-    "Upscaler": "gtasr_stream.engines.torch_engine",
+    "Upscaler": "gtasr_stream.engines.upscaler",
     "upscale_video": "gtasr_stream.pipeline",
     "Stats": "gtasr_stream.pipeline",
     "EncodeOptions": "gtasr_stream.video.writer",
@@ -22,7 +22,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:
-    from .engines.torch_engine import Upscaler
+    from .engines.upscaler import Upscaler
     from .errors import UserError
     from .pipeline import Stats, upscale_video
     from .video.writer import EncodeOptions

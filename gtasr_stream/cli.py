@@ -353,7 +353,7 @@ def _upscale(
     failed: list[tuple[str, str]] = []
     try:
         progress.set_phase("loading the model")
-        from .engines.torch_engine import Upscaler  # importing torch is slow: not for --help
+        from .engines.upscaler import Upscaler  # importing torch is slow: not for --help
         from .pipeline import Stats, upscale_video
         from .video.writer import EncodeOptions
 
@@ -526,7 +526,7 @@ def _preview(opts: Any, model: dict[str, Any]) -> None:
     out = _Printer(quiet=False)
 
     def make_upscaler() -> Any:
-        from .engines.torch_engine import Upscaler  # importing torch is slow: after the cheap checks
+        from .engines.upscaler import Upscaler  # importing torch is slow: after the cheap checks
 
         return Upscaler(on_warning=out.warn, batch=1, **model)
 

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .engines import memory
-from .engines.torch_engine import Upscaler
+from .engines.upscaler import Upscaler
 from .errors import UserError
 from .video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
 from .video.reader import (

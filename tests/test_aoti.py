@@ -24,7 +24,7 @@ from gtasr_stream.engines.aoti_engine import (
     package_cache_key,
 )
 from gtasr_stream.engines.onnx_engine import weights_sha256
-from gtasr_stream.engines.torch_engine import Upscaler
+from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import ConsistencyModel, sample_one_step
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from gtasr_stream.engines.tiling import run_tiled
-from gtasr_stream.engines.torch_engine import Upscaler
+from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
 
 SCALE = 4

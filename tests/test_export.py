@@ -33,7 +33,7 @@ from gtasr_stream.engines.onnx_engine import (  # noqa: E402
     onnx_cache_key,
     weights_sha256,
 )
-from gtasr_stream.engines.torch_engine import Upscaler  # noqa: E402
+from gtasr_stream.engines.upscaler import Upscaler  # noqa: E402
 from gtasr_stream.errors import UserError  # noqa: E402
 from gtasr_stream.model import ConsistencyModel, sample_one_step  # noqa: E402
 

@@ -30,9 +30,9 @@ from gtasr_stream.engines.trt_engine import (
     file_sha256,
     import_trt,
     profile_for,
-    profile_from_flags,
     trt_available,
 )
+from gtasr_stream.engines.trt_profile import profile_from_flags
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import PRESETS
 
@@ -418,8 +418,8 @@ def test_trt_step_makes_the_engines_a_stream_needs(
 ) -> None:
     """Whole frames, frames too large for TensorRT (the limit lowered to make 64x96 "huge": trt_step
     tiles them with 32-px tiles), and Upscaler tiles, against Upscaler on PyTorch fp16 tiling alike."""
-    from gtasr_stream.engines.torch_engine import Upscaler
     from gtasr_stream.engines.trt_engine import trt_step
+    from gtasr_stream.engines.upscaler import Upscaler
 
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     frames = torch.rand(3, 3, 64, 96, generator=torch.Generator().manual_seed(4)).cuda()
@@ -428,7 +428,16 @@ def test_trt_step_makes_the_engines_a_stream_needs(
         monkeypatch.setattr(trt_engine, "MAX_ELEMENTS", limit)
         ref = Upscaler(weights=tiny_weights, device="cuda", precision="fp16", batch=2, tile=ref_tile)
         up = Upscaler(weights=tiny_weights, device="cuda", precision="fp16", batch=2, tile=tile)
-        step = trt_step(up, fp16_onnx)
+        step = trt_step(
+            up.model,
+            fp16_onnx,
+            up.device,
+            up.dtype,
+            up.warn,
+            batch=up.batch,
+            tile_pad=up.tile_pad,
+            current_tile=lambda up=up: up.tile,
+        )
         up.step = step
         diff = (up(frames) - ref(frames)).abs().max().item()
         print(

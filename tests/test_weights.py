@@ -175,7 +175,7 @@ def test_weights_error_is_a_user_error() -> None:
 def test_shipped_default_weights_are_trained_and_described() -> None:
     """The checkpoint in the package: loads, says where it came from, and is not a fresh net
     (a fresh video preset outputs exactly bicubic; its head's last conv starts at zero)."""
-    from gtasr_stream.engines.torch_engine import NOISES
+    from gtasr_stream.engines.upscaler import NOISES
 
     net, meta = load_weights(weights.DEFAULT_WEIGHTS)
     assert meta["preset"] == "tiny" and "gtasr-train" in meta["provenance"]

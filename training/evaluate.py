@@ -19,7 +19,8 @@ import torch.nn.functional as F
 from PIL import Image
 
 from benchmarks.peers import PEER_FILES, load_peer
-from gtasr_stream.engines.torch_engine import Noise, Upscaler, resolve_device
+from gtasr_stream.engines.device import resolve_device
+from gtasr_stream.engines.upscaler import Noise, Upscaler
 from gtasr_stream.files import atomic_path
 
 from .clips import moving_camera_clip

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gtasr_stream.engines.torch_engine import resolve_device
+from gtasr_stream.engines.device import resolve_device
 from gtasr_stream.files import atomic_path
 from gtasr_stream.model import ConsistencyModel, build_network, forward_process, time_grid, upsample_lq
 from gtasr_stream.weights import load_weights, save_weights

@@ -5,7 +5,8 @@ The compiled graph is `sample_padded` (bicubic x4, x_T = y + eps, f(x_T, 1, lq),
 sides are multiples of the network's LR multiple, with dynamic batch, height and width; `AotiStep` pads
 and crops around it on the device exactly as `sample_one_step` does, so any frame size works.  A
 package is compiled for one device type (CPU code, or CUDA kernels for one GPU architecture) and one
-precision, and needs a C++ compiler to build (not to run).
+precision, and needs a C++ compiler to build (not to run).  `aoti_step` builds the step of
+`--backend aoti`; `aoti_available` says whether a package can be compiled here.
 """
 
 from __future__ import annotations
@@ -59,6 +60,12 @@ def package_cache_key(weights_sha256: str, dtype: torch.dtype, device: str, torc
 def compiler_available() -> bool:
     """Inductor builds its C++ (and CUDA host code) with the system compiler."""
     return any(shutil.which(c) for c in ("c++", "g++", "clang++"))
+
+
+def aoti_available() -> bool:
+    """AOTInductor ships with torch; what can be missing is the C++ compiler a first compile needs
+    (a package given with --pt2 runs without one)."""
+    return compiler_available()
 
 
 def compile_package(model: ConsistencyModel, path: Path, *, dtype: torch.dtype, device: torch.device) -> Path:

@@ -2,7 +2,8 @@
 
 `SamplerGraph` is `sample_one_step` in a form that exports with dynamic batch, height and width
 (pad, bicubic x4, x_T = y + eps, f(x_T, 1, lq), clamp, crop); `export_onnx` writes it, `cached_onnx`
-keeps one export per weights/precision/opset/torch, and `OnnxStep` runs it as `Upscaler.step`.
+keeps one export per weights/precision/opset/torch, `OnnxStep` runs it, `onnx_step` builds the step
+of `--backend onnx` and `onnx_available` says whether it can run here.
 
 It lives in the runtime, not in `export/`, because `gtasr-stream --backend onnx` exports on first use
 and imports only point down (DESIGN.md); `gtasr-export` builds on these functions.  onnx/onnxscript
@@ -202,6 +203,15 @@ def cached_onnx(
 
 
 # ---------------------------------------------------------------- running it
+
+
+def onnx_available() -> bool:
+    """onnxruntime importable: all `--backend onnx` needs to run a graph (exporting one needs onnx too)."""
+    try:
+        _import_ort()
+    except UserError:
+        return False
+    return True
 
 
 def _import_ort() -> object:

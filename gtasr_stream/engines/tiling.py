@@ -1,4 +1,5 @@
-"""Run a 4x step on overlapping tiles and blend them with smooth weights (pure torch).
+"""The step type every backend builds, and running a 4x step on overlapping tiles blended with
+smooth weights (pure torch).
 
 Why smooth: uniform averaging of overlaps leaves visible seams where the two tiles disagree; a
 smoothstep ramp across the whole overlap makes each tile fade out exactly as its neighbour fades in
@@ -11,7 +12,8 @@ from collections.abc import Callable
 
 import torch
 
-Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]
+Step = Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]  # (lq, eps) -> hr: what a backend builds
+MIN_TILE = 32  # LR px: below this the context is too small to be worth running
 
 
 def _ramp(length: int, fade_in: int, fade_out: int, device: torch.device) -> torch.Tensor:

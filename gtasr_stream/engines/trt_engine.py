@@ -1,12 +1,11 @@
-"""The TensorRT backend: profiles for a stream, engines built from the ONNX sampler graph, their
-cache, and a TensorRT step.
+"""The TensorRT backend: engines built from the ONNX sampler graph, their cache, and a TensorRT step.
 
-`profile_for` picks the optimisation profile of a stream (and a tile size where whole frames would
-break TensorRT's tensor size limit); `build_engine` turns the graph of `onnx_engine.export_onnx`
-into an engine for one profile; `cached_engine` keeps one engine per graph, weights, precision,
-profile, TensorRT version, GPU and workspace (the ingredients of `engine_cache_key`, as vs-mlrt
-names its engines); `TrtStep` runs one engine, inputs and output staying on the GPU; `trt_step`
-is `Upscaler.step` for `--backend trt`, making the engines a stream needs at its first batch.
+`build_engine` turns the graph of `onnx_engine.export_onnx` into an engine for one profile (the
+profiles and tiles are `trt_profile`'s); `cached_engine` keeps one engine per graph, weights,
+precision, profile, TensorRT version, GPU and workspace (the ingredients of `engine_cache_key`, as
+vs-mlrt names its engines); `TrtStep` runs one engine, inputs and output staying on the GPU;
+`trt_step` builds the step of `--backend trt`, which makes the engines a stream needs at its first
+batch; `trt_available` is what `--backend auto` asks.
 
 Decisions:
 - Strongly typed networks (NetworkDefinitionCreationFlag.STRONGLY_TYPED): every tensor keeps the
@@ -14,13 +13,8 @@ Decisions:
   numbers `gtasr-export --check` validated with onnxruntime.  No FP16/BF16 builder flags, which
   would let TensorRT choose a precision per layer and make the result depend on the GPU.  (TensorRT
   11 is always strongly typed and ignores the flag.)
-- One profile per stream, with a fixed spatial size (min = (1, h, w), opt = max = (batch, h, w)):
-  every frame of a video has one size, and tactics tuned for exactly that size are the fastest.
-  Batch 1 up to `batch` covers the last, partial batch and Upscaler's out-of-memory ladder.
-- Frames whose tensors would pass TensorRT's 2^31 - 1 element limit even at batch 1 are tiled at
-  batch 1 (tiling.run_tiled), with the largest tile that fits and a profile covering exactly the
-  tiles run_tiled cuts.  The limit is counted on the graph's widest tensor, the head's channels at
-  HR size, not only on the output.
+- Profiles and tiling: see `trt_profile` (one fixed-size profile per stream; frames too large for
+  TensorRT's 2^31 - 1 element limit are tiled).
 
 Status: TensorRT cannot be installed on the machines this was written on (no GPU).  Every TensorRT
 call follows the TensorRT 10 Python API documentation and NVIDIA's samples, and its name was checked
@@ -33,8 +27,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,19 +36,15 @@ from torch import Tensor
 
 from ..errors import UserError
 from ..files import atomic_path
-from ..model import SCALE
+from ..model import SCALE, ConsistencyModel
 from .onnx_engine import PRECISIONS, cached_onnx, default_cache_dir, weights_sha256
-from .tiling import _starts, run_tiled  # _starts: the profile covers exactly run_tiled's tiles
-from .torch_engine import MIN_TILE, Upscaler
+from .tiling import run_tiled
+from .trt_profile import MAX_ELEMENTS, Profile, _elements, profile_for
 
 TRT_MISSING = "--backend trt needs TensorRT: pip install gtasr-stream[trt]"
-MAX_ELEMENTS = 2**31 - 1  # TensorRT rejects any tensor, intermediate ones included, with more elements
 ENGINE_VERSION = 1  # part of the cache key: bump when build_engine changes what it builds
 DEFAULT_WORKSPACE = 4 << 30  # bytes of scratch GPU memory TensorRT's tactics may use
 ALIGNMENT = 256  # bytes: TensorRT's required alignment of every input and output address
-
-Shape = tuple[int, int, int]  # (B, h, w) of the LR input
-Dims = tuple[int, int, int, int]  # a TensorRT input shape, NCHW
 
 
 def import_trt() -> Any:
@@ -76,119 +65,6 @@ def trt_available() -> bool:
     except UserError:
         return False
     return torch.cuda.is_available()
-
-
-# ---------------------------------------------------------------- profiles and tiles
-
-
-def _fmt(shape: Sequence[int]) -> str:
-    return "x".join(map(str, shape))
-
-
-@dataclass(frozen=True)
-class Profile:
-    """One TensorRT optimisation profile in LR input sizes (B, h, w); TensorRT tunes for `opt`."""
-
-    min: Shape  # the smallest input the engine takes
-    opt: Shape  # the size its tactics are timed at
-    max: Shape  # the largest input; sets the engine's activation memory
-
-    def __post_init__(self) -> None:
-        for s in (self.min, self.opt, self.max):
-            if len(s) != 3 or not all(isinstance(d, int) and d >= 1 for d in s):
-                raise ValueError(f"a profile shape is three positive integers (B, h, w), got {s!r}")
-        if not all(a <= b <= c for a, b, c in zip(self.min, self.opt, self.max, strict=True)):
-            raise ValueError(
-                f"profile min {_fmt(self.min)}, opt {_fmt(self.opt)}, max {_fmt(self.max)}: "
-                "need min <= opt <= max in each of batch, height and width"
-            )
-
-    def shapes(self, name: str) -> tuple[Dims, Dims, Dims]:
-        """(min, opt, max) TensorRT shapes of graph input `name`: lq (B,3,h,w) or eps (B,3,4h,4w)."""
-        if name == "lq":
-            k = 1
-        elif name == "eps":
-            k = SCALE
-        else:
-            raise ValueError(f"the graph's inputs are lq and eps, got {name!r}")
-
-        def dims(s: Shape) -> Dims:
-            return (s[0], 3, k * s[1], k * s[2])
-
-        return dims(self.min), dims(self.opt), dims(self.max)
-
-    def covers(self, shape: Shape) -> bool:
-        return all(lo <= d <= hi for lo, d, hi in zip(self.min, shape, self.max, strict=True))
-
-    def __str__(self) -> str:
-        return f"{_fmt(self.min)} to {_fmt(self.max)} (opt {_fmt(self.opt)})"
-
-
-def profile_from_flags(
-    min_shape: Sequence[int], opt_shape: Sequence[int], max_shape: Sequence[int]
-) -> Profile:
-    """The profile of --min-shape/--opt-shape/--max-shape (each B, h, w); a ValueError unless
-    min <= opt <= max in each of batch, height and width."""
-
-    def shape(s: Sequence[int]) -> Shape:
-        if len(s) != 3:
-            raise ValueError(f"a profile shape is three positive integers (B, h, w), got {tuple(s)!r}")
-        return int(s[0]), int(s[1]), int(s[2])
-
-    return Profile(shape(min_shape), shape(opt_shape), shape(max_shape))
-
-
-def _elements(b: int, h: int, w: int, multiple: int, hr_channels: int) -> int:
-    """Elements of the graph's widest tensor at input (b, h, w): hr_channels at 4x the padded size."""
-    hp, wp = -(-h // multiple) * multiple, -(-w // multiple) * multiple
-    return b * hr_channels * SCALE * hp * SCALE * wp
-
-
-def _cuts(n: int, tile: int, pad: int) -> tuple[int, int]:
-    """Shortest and longest extent tiling.run_tiled cuts from a side of n px with `tile` and `pad`
-    (its own start positions; each tile reaches `pad` beyond them where the side allows)."""
-    lengths = [min(s + tile + pad, n) - max(s - pad, 0) for s in _starts(n, tile)]
-    return min(lengths), max(lengths)
-
-
-def profile_for(
-    batch: int,
-    h: int,
-    w: int,
-    *,
-    tile_pad: int = 16,
-    multiple: int = 1,
-    hr_channels: int = 3,
-    max_elements: int = MAX_ELEMENTS,
-) -> tuple[Profile, int]:
-    """The profile for a stream of h x w frames run `batch` at a time, and a tile size (0: none).
-
-    Batches are lowered until the widest tensor fits in `max_elements`; where one frame does not
-    fit, the result is the largest tile (a multiple of 8, >= MIN_TILE) whose biggest tile does at
-    batch 1, and a batch-1 profile covering exactly the tiles tiling.run_tiled cuts with it and
-    `tile_pad` (min the shortest, opt = max the longest, per side).  The caller must then run tiles
-    at batch 1.
-
-    multiple, hr_channels: the network's LR multiple (the graph pads to it) and its widest tensor at
-    HR size, in channels: max(3, cfg.head_channels).  The defaults count the output hr alone.
-    """
-    if min(batch, h, w, multiple, hr_channels) < 1 or tile_pad < 0:
-        raise ValueError(
-            f"batch {batch}, h {h}, w {w}, multiple {multiple}, hr_channels {hr_channels} must be >= 1"
-            f" and tile_pad {tile_pad} >= 0"
-        )
-    # 1. whole frames: as many as fit, up to `batch`
-    frames = max_elements // _elements(1, h, w, multiple, hr_channels)
-    if frames >= 1:
-        b = min(batch, frames)
-        return Profile((1, h, w), (b, h, w), (b, h, w)), 0
-
-    # 2. tiles: the largest whose biggest tile fits
-    for tile in range(max(h, w) // 8 * 8, MIN_TILE - 1, -8):
-        (h_lo, h_hi), (w_lo, w_hi) = _cuts(h, tile, tile_pad), _cuts(w, tile, tile_pad)
-        if _elements(1, h_hi, w_hi, multiple, hr_channels) <= max_elements:
-            return Profile((1, h_lo, w_lo), (1, h_hi, w_hi), (1, h_hi, w_hi)), tile
-    raise ValueError(f"{w}x{h} frames: even {MIN_TILE}-px tiles exceed {max_elements} elements")
 
 
 # ---------------------------------------------------------------- the cache of engines
@@ -441,40 +317,53 @@ class TrtStep:
 
 
 class StreamTrtStep:
-    """`Upscaler.step` for `--backend trt`: engines made for the stream's sizes as they come.
+    """The step of `--backend trt`: engines made for the stream's sizes as they come.
 
     An engine takes one profile, and a frame size is known only at its first batch.  Whole frames get
-    profile_for's fixed-size profile (one engine per frame size); while the Upscaler tiles (--tile,
-    or its out-of-memory ladder) one engine takes every tile, (1, 1, 1) to (batch, tile + 2 pad,
-    tile + 2 pad), since a tile does not say the size of its frame.  Frames too large for TensorRT
-    whole are tiled here, one at a time, and batches larger than an engine's are run in parts.
+    profile_for's fixed-size profile (one engine per frame size); while the caller tiles
+    (`current_tile()` > 0: --tile, or Upscaler's out-of-memory ladder) one engine takes every tile,
+    (1, 1, 1) to (batch, tile + 2 pad, tile + 2 pad), since a tile does not say the size of its frame.
+    Frames too large for TensorRT whole are tiled here, one at a time, and batches larger than an
+    engine's are run in parts.
     """
 
-    def __init__(self, up: Upscaler, onnx_path: Path) -> None:
-        self.up, self.onnx_path = up, onnx_path
-        self.batch = up.batch  # the profiles' batch: the out-of-memory ladder's smaller ones fit them
-        self.weights_sha256 = weights_sha256(up.model)
-        self.multiple = up.model.multiple
-        self.hr_channels = max(3, up.model.net.cfg.head_channels)  # the head runs at HR size
+    def __init__(
+        self,
+        model: ConsistencyModel,
+        onnx_path: Path,
+        device: torch.device,
+        dtype: torch.dtype,
+        warn: Callable[[str], None],
+        *,
+        batch: int,
+        tile_pad: int,
+        current_tile: Callable[[], int],
+    ) -> None:
+        self.onnx_path, self.device, self.dtype, self.warn = onnx_path, device, dtype, warn
+        self.batch = batch  # the profiles' batch: the out-of-memory ladder's smaller ones fit them
+        self.tile_pad, self.current_tile = tile_pad, current_tile
+        self.weights_sha256 = weights_sha256(model)
+        self.multiple = model.multiple
+        self.hr_channels = max(3, model.net.cfg.head_channels)  # the head runs at HR size
         self.engines: dict[Profile, TrtStep] = {}
 
     def __call__(self, lq: Tensor, eps: Tensor | None) -> Tensor:
         # lq (B,3,h,w) in [-1,1], eps (B or 1,3,4h,4w) or None, on the device -> (B,3,4h,4w) there
         b, _, h, w = lq.shape
-        up = self.up
-        if up.tile:
-            side = up.tile + 2 * up.tile_pad
+        caller_tile = self.current_tile()
+        if caller_tile:
+            side = caller_tile + 2 * self.tile_pad
             per_tile = _elements(1, side, side, self.multiple, self.hr_channels)
             n = min(self.batch, MAX_ELEMENTS // per_tile)
             if n < 1:
-                raise UserError(f"--tile {up.tile}: tiles this large exceed TensorRT's tensor size limit")
+                raise UserError(f"--tile {caller_tile}: tiles this large exceed TensorRT's tensor size limit")
             profile, tile = Profile((1, 1, 1), (n, side, side), (n, side, side)), 0
         else:
             profile, tile = profile_for(
                 self.batch,
                 h,
                 w,
-                tile_pad=up.tile_pad,
+                tile_pad=self.tile_pad,
                 multiple=self.multiple,
                 hr_channels=self.hr_channels,
                 max_elements=MAX_ELEMENTS,  # looked up now: tests lower it to make frames "huge"
@@ -485,38 +374,53 @@ class StreamTrtStep:
             return lq[i : i + n], eps if eps is None or eps.shape[0] == 1 else eps[i : i + n]
 
         if tile:  # one frame does not fit TensorRT: tiles of it, at batch 1
-            return torch.cat([run_tiled(step, *part(i, 1), tile, up.tile_pad, SCALE) for i in range(b)])
+            return torch.cat([run_tiled(step, *part(i, 1), tile, self.tile_pad, SCALE) for i in range(b)])
         n = profile.max[0]
         return torch.cat([step(*part(i, n)) for i in range(0, b, n)])
 
     def _engine(self, profile: Profile) -> TrtStep:
         if profile not in self.engines:
-            up = self.up
-            with torch.cuda.device(up.device):  # TensorRT builds for the current device
+            with torch.cuda.device(self.device):  # TensorRT builds for the current device
                 path = cached_engine(
                     self.onnx_path,
                     self.weights_sha256,
-                    PRECISIONS[up.dtype],  # names the file; the graph's own precision is what runs
+                    PRECISIONS[self.dtype],  # names the file; the graph's own precision is what runs
                     profile,
                     default_cache_dir(),
                     DEFAULT_WORKSPACE,
-                    up.warn,
+                    self.warn,
                 )
-            self.engines[profile] = TrtStep(path, up.device, up.warn)
+            self.engines[profile] = TrtStep(path, self.device, self.warn)
         return self.engines[profile]
 
 
-def trt_step(up: Upscaler, onnx: str | Path | None) -> StreamTrtStep:
+def trt_step(
+    model: ConsistencyModel,
+    onnx: str | Path | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    warn: Callable[[str], None],
+    *,
+    batch: int,
+    tile_pad: int,
+    current_tile: Callable[[], int],
+) -> StreamTrtStep:
     """The step for `--backend trt`: engines of the ONNX graph at `onnx`, or of the model exported
     once into the cache.  The engines are built (or found in the cache) at the first batch of each
-    frame size, so a graph TensorRT cannot build fails there, not here."""
+    frame size, so a graph TensorRT cannot build fails there, not here.
+
+    batch: the largest batch the caller hands the step; tile_pad: its tiles' overlap;
+    current_tile: its tile size at the moment of a call (0: whole frames).
+    """
     import_trt()  # before a long export, not after
-    if up.device.type != "cuda":
-        raise UserError(f"--backend trt runs on CUDA devices only, got --device {up.device}")
+    if device.type != "cuda":
+        raise UserError(f"--backend trt runs on CUDA devices only, got --device {device}")
     if onnx is None:
-        path = cached_onnx(up.model, up.dtype, None, default_cache_dir(), up.warn)
+        path = cached_onnx(model, dtype, None, default_cache_dir(), warn)
     else:
         path = Path(onnx)
         if not path.is_file():
             raise UserError(f"--onnx {path}: no such file")
-    return StreamTrtStep(up, path)
+    return StreamTrtStep(
+        model, path, device, dtype, warn, batch=batch, tile_pad=tile_pad, current_tile=current_tile
+    )

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from ..engines.torch_engine import Upscaler
+from ..engines.upscaler import Upscaler
 from ..errors import UserError
 from ..video.writer import check_output_path
 from .jpeg import VIEWS, Shown, View

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..engines.torch_engine import Upscaler
+from ..engines.upscaler import Upscaler
 from ..video.color import rgb_to_yuv, yuv_to_rgb
 from .jpeg import JPEG_LAYOUT, Shown
 from .slot import Latest
