@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .peers import PEER_FILES
+from training.peers import PEER_FILES
 
 BASELINES = ("bicubic", *PEER_FILES)
 

@@ -34,6 +34,7 @@ from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
 from gtasr_stream.model import SCALE, ConsistencyModel, build_network, sample_one_step
 from gtasr_stream.model.network import count_macs
+from training.peers import PEER_FILES, PeerName, load_peer
 
 from .common import (
     RESULTS,
@@ -55,7 +56,6 @@ from .common import (
     write_json,
     write_text,
 )
-from .peers import PEER_FILES, PeerName, load_peer
 from .plot import plot
 
 PRESET_NAMES = ("paper", "small", "tiny")

@@ -120,9 +120,6 @@ def test_the_runtime_imports_no_tool_built_on_it(tool: str) -> None:
     assert not _wrong("gtasr_stream", tool)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="training/evaluate.py takes the peers from benchmarks/peers.py until they move"
-)
 def test_training_never_imports_the_benchmarks() -> None:
     """benchmarks are built on training (and the runtime), never the other way round."""
     assert not _wrong("training", "benchmarks")

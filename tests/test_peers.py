@@ -1,4 +1,4 @@
-"""Peer SR networks (benchmarks/peers.py) against the oracle definitions in ../shared/data/weights."""
+"""Peer SR networks (training/peers.py) against the oracle definitions in ../shared/data/weights."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from benchmarks.peers import PEER_FILES, PeerName, SRVGGNetCompact, load_peer
+from training.peers import PEER_FILES, PeerName, SRVGGNetCompact, load_peer
 
 ORACLE_CLASS = {"realesrgan_x4plus": "RRDBNet", "realesr_animevideov3": "SRVGGNetCompact", "span_x4": "SPAN"}
 

@@ -18,7 +18,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from benchmarks.peers import PEER_FILES, load_peer
 from gtasr_stream.engines.device import resolve_device
 from gtasr_stream.engines.upscaler import Noise, Upscaler
 from gtasr_stream.files import atomic_path
@@ -29,6 +28,7 @@ from .evaluate_video import real_clip_rows, save_crops, video_rows
 from .images import list_images, load_image
 from .lpips import DEFAULT_LPIPS, load_lpips
 from .metrics import flicker, psnr_y, ssim_y
+from .peers import PEER_FILES, load_peer
 
 Method = Callable[[torch.Tensor], torch.Tensor]  # (B,3,h,w) in [0,1] -> (B,3,4h,4w) in [0,1]
 

@@ -1,9 +1,15 @@
-"""The peer 4x SR networks we benchmark against, and loading their weights from ../shared/data/weights.
+"""The peer 4x SR networks we compare against, and `load_peer`, the one loader of their weights
+(../shared/data/weights).
 
 Owns our own definitions of Real-ESRGAN x4plus (RRDBNet), realesr-animevideov3 (SRVGGNetCompact) and
 SPAN x4 in its re-parameterised inference form, with parameter names that match the shared safetensors
 files (see ../shared/data/weights/README.md), plus `load_peer` and `PEER_FILES`. Every peer maps
 RGB (B,3,h,w) float32 in [0,1] to RGB (B,3,4h,4w) float32 clamped to [0,1].
+
+Why in `training`: its evaluation (`gtasr-train evaluate`) scores the peers beside our checkpoints,
+and `benchmarks` (built on `training`) times them; imports point down, so the one definition sits in
+the lower of the two.  Not in `gtasr_stream`: no command of the installed runtime runs a peer, and
+it needs nothing but torch and safetensors, both runtime dependencies already.
 """
 
 from __future__ import annotations
