@@ -202,11 +202,14 @@ print(json.dumps(failed))
     assert not failed, "\n".join(f"{k}:\n{v}" for k, v in failed.items())
 
 
-def test_no_runtime_module_over_500_lines() -> None:
-    """STYLE.md: one concept per file; a runtime module past ~500 lines holds more than one."""
+MAX_LINES = 550  # "~500" (STYLE.md, issue 14): a little over is a judgement call, well over is two concepts
+
+
+def test_no_runtime_module_far_over_500_lines() -> None:
+    """STYLE.md: one concept per file; a runtime module well past ~500 lines holds more than one."""
     long = {
         name: n
         for name, path in MODULES.items()
-        if _in(name, "gtasr_stream") and (n := len(path.read_text().splitlines())) > 500
+        if _in(name, "gtasr_stream") and (n := len(path.read_text().splitlines())) > MAX_LINES
     }
     assert not long, long
