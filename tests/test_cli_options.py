@@ -17,6 +17,10 @@ from gtasr_stream.errors import UserError
 FLAGS = [
     "--weights",
     "w.safetensors",
+    "-n",
+    "restore",
+    "--denoise",
+    "0.25",
     "-d",
     "cpu",
     "--bf16",
@@ -37,6 +41,8 @@ FLAGS = [
 ]
 EXPECTED = {
     "weights": "w.safetensors",
+    "model_name": "restore",
+    "denoise": 0.25,
     "device": "cpu",
     "precision": "bf16",
     "tile": 64,

@@ -1,6 +1,5 @@
 """The model flags every command shares (weights or shipped model, device, precision, tiling, noise,
-backend), defined
-once with their defaults and help, and how they become `Upscaler` keyword arguments."""
+backend), defined once with their defaults and help, and how they become `Upscaler` keyword arguments."""
 
 from __future__ import annotations
 
