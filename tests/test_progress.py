@@ -72,5 +72,7 @@ def test_cli_says_what_it_does_when_stderr_is_a_file(tmp_path, tiny_weights):
     r = run_cli(clip.path, tmp_path / "out.mkv", "--weights", tiny_weights)
     err = r.stderr.decode()
     assert r.returncode == 0, err
-    for line in ("gtasr-stream: upscaling the first batch", "gtasr-stream: 3/3 frames"):
+    # "upscaling the first batch" or, when the first update already follows an encoded frame (a fast,
+    # idle machine: the phase is skipped), "upscaling": either way the file says what is happening
+    for line in ("gtasr-stream: upscaling", "gtasr-stream: 3/3 frames"):
         assert line in err
