@@ -354,13 +354,12 @@ def degrade_fixed(hr: Tensor, cfg: DegradationConfig, seed: int) -> Tensor:
 
 
 # ---------------------------------------------------------------- video codecs
-def _codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
-    """Encode a (h,w,3) uint8 image as a 3-frame clip, decode, return the last frame (a P/B frame).
+def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
+    """(T,h,w,3) uint8 frames through one encoder and back, as one clip; h, w even.
 
-    The earlier frames are the image shifted by a pixel or two, so the last frame is inter-predicted
-    as in real video. h, w even. q: CRF (x264/x265) or the fixed quantiser (MPEG-2, MPEG-4 Part 2).
+    q: CRF (x264/x265) or the fixed quantiser (MPEG-2, MPEG-4 Part 2). Returns (T,h,w,3) uint8.
     """
-    h, w, _ = img.shape
+    t, h, w, _ = frames.shape
     enc = av.CodecContext.create(codec, "w")
     assert isinstance(enc, av.VideoCodecContext)
     enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
@@ -374,18 +373,29 @@ def _codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = 
         options = {"qmin": str(q), "qmax": str(q), "threads": "1"}
     enc.options = options
     packets = []
-    for i, shift in enumerate((2, 1, 0)):
-        frame = av.VideoFrame.from_ndarray(
-            np.ascontiguousarray(np.roll(img, shift, axis=(0, 1))), format="rgb24"
+    for i, img in enumerate(frames):
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
+            format="yuv420p"
         )
-        frame = frame.reformat(format="yuv420p")
         frame.pts = i
         packets += enc.encode(frame)
     packets += enc.encode(None)  # flush
     dec = av.CodecContext.create(DECODER[codec], "r")
     assert isinstance(dec, av.VideoCodecContext)
-    frames = [f for pkt in [*packets, None] for f in dec.decode(pkt)]
-    return frames[-1].to_ndarray(format="rgb24")
+    out = [f.to_ndarray(format="rgb24") for pkt in [*packets, None] for f in dec.decode(pkt)]
+    if len(out) != t:
+        raise RuntimeError(f"{codec} round trip returned {len(out)} of {t} frames")
+    return np.stack(out)
+
+
+def _codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
+    """Encode a (h,w,3) uint8 image as a 3-frame clip, decode, return the last frame (a P/B frame).
+
+    The earlier frames are the image shifted by a pixel or two, so the last frame is inter-predicted
+    as in real video. h, w even.
+    """
+    clip = np.stack([np.roll(img, shift, axis=(0, 1)) for shift in (2, 1, 0)])
+    return encode_frames(clip, codec, q, preset)[-1]
 
 
 def codec_round_trip(img: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:

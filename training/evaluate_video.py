@@ -14,7 +14,6 @@ Every method runs frame by frame as a stream would. Crops: each method in the ta
 from __future__ import annotations
 
 from collections.abc import Callable
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -26,7 +25,7 @@ from PIL import Image
 from gtasr_stream.files import atomic_path
 
 from .clips import moving_camera_clip
-from .degradation import CRF_CODECS, DECODER, NoiseDraw
+from .degradation import NoiseDraw, VideoCodec, encode_frames
 from .lpips import LPIPS
 from .metrics import flicker, periodicity, psnr_y, sharpness, ssim_y
 from .video_degradation import VIDEO_STRENGTHS, VideoDraw, apply_video_draw
@@ -36,34 +35,9 @@ Row = dict[str, float]
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".ts")
 
 
-def encode_clip(frames: np.ndarray, codec: str, q: int) -> np.ndarray:
-    """A whole clip through one encoder and back: (T,h,w,3) uint8 → (T,h,w,3) uint8; h, w even.
-
-    q is the CRF (x264/x265) or the fixed quantiser (MPEG-2/4). preset medium: what encoders default to.
-    """
-    t, h, w, _ = frames.shape
-    enc = av.CodecContext.create(codec, "w")
-    assert isinstance(enc, av.VideoCodecContext)
-    enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
-    enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25)
-    if codec in CRF_CODECS:
-        enc.options = {"crf": str(q), "preset": "medium", "threads": "1"}
-    else:
-        enc.options = {"qmin": str(q), "qmax": str(q), "threads": "1"}
-    packets = []
-    for i, img in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
-            format="yuv420p"
-        )
-        frame.pts = i
-        packets += enc.encode(frame)
-    packets += enc.encode(None)
-    dec = av.CodecContext.create(DECODER[codec], "r")
-    assert isinstance(dec, av.VideoCodecContext)
-    out = [f.to_ndarray(format="rgb24") for pkt in [*packets, None] for f in dec.decode(pkt)]
-    if len(out) != t:
-        raise RuntimeError(f"{codec} round trip returned {len(out)} of {t} frames")
-    return np.stack(out)
+def encode_clip(frames: np.ndarray, codec: VideoCodec, q: int) -> np.ndarray:
+    """A whole clip through one encoder and back at preset medium (what encoders default to)."""
+    return encode_frames(frames, codec, q, preset="medium")
 
 
 def degrade_clip(clip: torch.Tensor, draw: VideoDraw, seed: int) -> torch.Tensor:
