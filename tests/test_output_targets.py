@@ -7,6 +7,7 @@ file, and never replace, without -y, a file that someone else created at OUT dur
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import stat
@@ -73,8 +74,10 @@ def test_fifo_is_streamed_into(tmp_path, clip, upscaler, ext):
     try:
         upscale_video(str(clip), str(fifo), upscaler)
     finally:
+        reader.join(timeout=5)
         if reader.is_alive():  # the writer never opened it: let the reader see an end of file
-            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+            with contextlib.suppress(OSError):  # ENXIO: the reader closed the pipe meanwhile
+                os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         reader.join(timeout=30)
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     assert frames_in(got[0]) == 3  # MP4 fragmented: a pipe cannot seek back to write the index
