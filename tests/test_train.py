@@ -130,7 +130,11 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     ]
     assert len(direct) == 1 and terms["direct"].shape == (2,) and terms["direct"].requires_grad
     _, logged = combine(terms, LossWeights(direct=0.5))
-    assert "direct" in logged
+    assert "direct" in logged and "grid" not in logged
+    # --grid-loss W: grid_loss of that same noise-free output, only when asked for
+    gridded = dataclasses.replace(on, grid_loss=0.1)
+    with_grid = batch_terms(gridded, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    assert with_grid["grid"].shape == (2,) and with_grid["grid"].requires_grad
     # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
     only = dataclasses.replace(on, direct_lpips=1.0)
     perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

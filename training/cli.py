@@ -63,6 +63,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="LPIPS share of --direct-loss's distance, the rest Charbonnier (0.5: METHOD.md's d).",
         ),
         click.option(
+            "--grid-loss",
+            type=click.FloatRange(0),
+            default=d["grid_loss"].default,
+            show_default=True,
+            help="Weight of a penalty on a 4-pixel grid in that output (needs --direct-loss); 0: off.",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

@@ -33,6 +33,9 @@ class TrainOptions:
     direct_lpips: float = (
         0.5  # LPIPS share of that term's distance (the rest Charbonnier); 0.5 = METHOD.md's d
     )
+    # Weight of grid_loss on that output (the error's power at the harmonics of a 4-pixel grid, over
+    # its mean power); needs direct_loss > 0. 0: off
+    grid_loss: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

@@ -30,7 +30,17 @@ from gtasr_stream.weights import load_weights, save_weights
 from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from .data import PhotoCrops, step_generator
 from .degradation import codec_degrade
-from .losses import Distance, LossWeights, charbonnier, combine, ct_loss, dtm_loss, rect_loss, ta_loss
+from .losses import (
+    Distance,
+    LossWeights,
+    charbonnier,
+    combine,
+    ct_loss,
+    dtm_loss,
+    grid_loss,
+    rect_loss,
+    ta_loss,
+)
 from .lpips import load_lpips
 from .options import Stage1Options, Stage2Options
 from .samples import save_grid, val_crops
@@ -100,6 +110,8 @@ def batch_terms(
         one = torch.ones(b, device=device)
         out, share = net(y, one, lq).float(), cfg.direct_lpips
         terms["direct"] = share * lpips(out, x0) + (1 - share) * charbonnier(out, x0)
+        if cfg.grid_loss > 0:
+            terms["grid"] = grid_loss(out, x0)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
         terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
     if isinstance(cfg, Stage2Options):
@@ -142,7 +154,7 @@ def train(
     lpips = load_lpips(cfg.lpips).to(device)
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    weights = LossWeights(direct=cfg.direct_loss)
+    weights = LossWeights(direct=cfg.direct_loss, grid=cfg.grid_loss)
     if cfg.degradation not in PROFILES:
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
     ckpt_dir = cfg.out / "checkpoints"
