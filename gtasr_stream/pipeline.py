@@ -23,6 +23,7 @@ from .engines import memory
 from .engines.upscaler import Upscaler
 from .errors import UserError
 from .video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
+from .video.cut import Cut, container_start, cut_items, seek
 from .video.reader import (
     Frame,
     Hwaccel,
@@ -99,10 +100,14 @@ def upscale_video(
     outscale: float = 4.0,
     overwrite: bool = False,
     hwaccel: Hwaccel = "auto",
+    cut: Cut | None = None,
     on_progress: Callable[[Stats], None] | None = None,
     on_warning: Callable[[str], None] | None = None,
 ) -> Stats:
     """Upscale the video of `src` into `dst` (None: encode and discard, for --benchmark).
+
+    cut: only that part of the input (video cut to the frame, other streams to the packet), its
+    times counted from the input's start; None: all of it.
 
     Raises UserError for every problem with the input, output or flags; leaves no file at `dst`
     unless the whole video was written.
@@ -120,7 +125,9 @@ def upscale_video(
         src, hwaccel if dev.type == "cuda" or hwaccel == "nvdec" else "none", dev.index or 0
     )
     try:
-        return _run(container, src, dst, upscaler, encode, outscale, overwrite, on_progress, warn)
+        if cut is not None:
+            cut = cut.on_timeline(container_start(container))
+        return _run(container, src, dst, upscaler, encode, outscale, overwrite, cut, on_progress, warn)
     finally:
         container.close()
 
@@ -133,6 +140,7 @@ def _run(
     encode: EncodeOptions,
     outscale: float,
     overwrite: bool,
+    cut: Cut | None,
     on_progress: Callable[[Stats], None] | None,
     warn: Callable[[str], None],
 ) -> Stats:
@@ -155,6 +163,8 @@ def _run(
     if upscaler.device.type == "cpu":  # no OOM exception to step down from there: size it up front
         memory.fit_cpu_memory(upscaler, info.height, info.width, warn, memory.available_bytes())
     stats.total = info.frames or _estimate_frames(stream)
+    if cut is not None:
+        stats.total = cut.expected_frames(stats.total, info.rate)
     image = image_encoder(dst, encode.container_format)  # one frame, nothing else: said when more came
     copy = (
         []
@@ -184,6 +194,9 @@ def _run(
 
     def decode_stage() -> None:
         items: Iterator[Any] = decode(container, stream, copy, warn)
+        if cut is not None:
+            seek(container, stream, cut)
+            items = cut_items(items, cut, info.time_base, bool(sink.stream_map))
         while True:
             t = time.perf_counter()
             item = next(items, _END)
@@ -266,6 +279,8 @@ def _run(
                 on_progress(stats)
         if errors:
             raise errors[0]
+        if stats.encoded == 0 and cut is not None and cut.start is not None:
+            raise UserError(f"--start: input '{src}' has no video frames from there on")
         if stats.encoded == 0:
             raise UserError(f"input '{src}' has no decodable video frames")
         t = time.perf_counter()

@@ -86,12 +86,14 @@ def make_clip(
     rotation: int = 0,
     sar: Fraction | None = None,
     container_format: str | None = None,
+    gop: int | None = None,
 ) -> Clip:
     """Write a short test clip to ``path`` and describe what ended up in the file.
 
     Video pts count in 1/rate ticks: 0, 1, 2, ... or, with ``vfr``, with gaps
     cycling through ``VFR_TICKS``.  ``rotation`` is counter-clockwise degrees, as
-    read back by ``VideoFrame.rotation``.
+    read back by ``VideoFrame.rotation``.  ``gop``: a keyframe every ``gop`` frames
+    (seeking and segment tests; default: the encoder's).
     """
     path = Path(path)
     rate = Fraction(rate)
@@ -109,6 +111,8 @@ def make_clip(
         assert isinstance(video, av.VideoStream), f"{codec} is not a video encoder"
         video.width, video.height, video.pix_fmt = width, height, pix_fmt
         video.codec_context.time_base = tick
+        if gop is not None:
+            video.codec_context.gop_size = gop
         colour = {
             "colorspace": colorspace,
             "color_range": color_range,

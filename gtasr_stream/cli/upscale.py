@@ -9,6 +9,7 @@ import click
 from rich.markup import escape
 
 from ..errors import UserError
+from ..video.cut import Cut, make_cut
 from .options import model_options, upscaler_kwargs
 from .output import Printer, console, error, exit_on_error
 
@@ -87,6 +88,13 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
     show_default=True,
     help="Codec tag of HEVC in MP4/MOV (Apple players need hvc1).",
 )
+@click.option(
+    "--start",
+    metavar="TIME",
+    help="Upscale from this time on (seconds or [HH:]MM:SS[.ms]): exact to the frame; OUT starts at 0.",
+)
+@click.option("--duration", metavar="TIME", help="Upscale this long (seconds or [HH:]MM:SS[.ms]).")
+@click.option("--frames", "max_frames", type=int, metavar="N", help="Upscale at most N frames.")
 @click.option("--no-copy-audio", is_flag=True, help="Leave audio streams out.")
 @click.option("--no-copy-subtitles", is_flag=True, help="Leave subtitle streams out.")
 @click.option("--no-copy-data", is_flag=True, help="Leave data streams out.")
@@ -111,6 +119,9 @@ def upscale(
     hwaccel: Any,
     audio_codec: str | None,
     hevc_tag: str,
+    start: str | None,
+    duration: str | None,
+    max_frames: int | None,
     no_copy_audio: bool,
     no_copy_subtitles: bool,
     no_copy_data: bool,
@@ -140,6 +151,7 @@ def upscale(
             srcs,
             output,
             out,
+            cut=make_cut(start, duration, max_frames),
             engine=upscaler_kwargs(model),
             outscale=outscale,
             hwaccel=hwaccel,
@@ -166,6 +178,7 @@ def _upscale(
     output: str | None,
     out: Printer,
     *,
+    cut: Cut | None,
     engine: dict[str, Any],
     encode: dict[str, Any],
     hwaccel: Any,
@@ -204,6 +217,7 @@ def _upscale(
                     outscale=outscale,
                     overwrite=overwrite,
                     hwaccel=hwaccel,
+                    cut=cut,
                     on_progress=on_progress,
                     on_warning=out.warn,
                 )
