@@ -126,21 +126,29 @@ def _figure(key: str, value: float | None, reason: str | None, source: Doc | Non
 
 
 def summarize(
-    throughput: Doc | None, pipeline: Doc | None, realtime_preset: str = "tiny", files: Doc | None = None
+    throughput: Doc | None,
+    pipeline: Doc | None,
+    realtime_preset: str = "tiny",
+    files: Doc | None = None,
+    sizes: tuple[tuple[int, int], ...] = ((960, 540), (480, 270), (128, 128)),
 ) -> Doc:
-    """The summary document from the two result documents (either may be None)."""
+    """The summary document from the two result documents (either may be None).
+
+    `sizes`: the LR sizes the figures are read at (4K and 1080p end to end, the paper preset's); only
+    `benchmarks.gpu_check --dry-run` changes them, to check the plumbing on tiny CPU runs."""
     details: dict[str, Doc] = {}
+    big, small, paper_size = sizes
     # 1. end to end, the real-time preset at both target sizes
     runs: dict[tuple[int, int], Doc | None] = {}
     for (w, h), key in (
-        ((960, 540), "e2e_fps_960x540_to_3840x2160"),
-        ((480, 270), "e2e_fps_480x270_to_1920x1080"),
+        (big, "e2e_fps_960x540_to_3840x2160"),
+        (small, "e2e_fps_480x270_to_1920x1080"),
     ):
         run, why = e2e_run(pipeline, (w, h), realtime_preset)
         runs[(w, h)] = run
         details[key] = _figure(key, run["fps"] if run else None, why, _source(run, RUN_KEYS) if run else None)
     # 2. the paper preset, model only, 128x128 at batch 8 (the fastest backend/precision measured)
-    case, why = best_case(throughput, "paper", (128, 128), batch=8)
+    case, why = best_case(throughput, "paper", paper_size, batch=8)
     details["model_ms_paper_128_to_512_batch8"] = _figure(
         "model_ms_paper_128_to_512_batch8",
         case["ms_per_frame"] if case else None,
@@ -148,15 +156,15 @@ def summarize(
         _source(case, CASE_KEYS) if case else None,
     )
     # 3. e2e over model-only, both measured in the same pipeline run (the 960x540 one above)
-    run = runs[(960, 540)]
+    run = runs[big]
     ratio = run.get("e2e_over_model") if run else None
-    why = None if ratio is not None else "no 960x540 run with a model-only measurement"
+    why = None if ratio is not None else f"no {big[0]}x{big[1]} run with a model-only measurement"
     details["e2e_over_model_ratio"] = _figure(
         "e2e_over_model_ratio", ratio, why, run and _source(run, RUN_KEYS)
     )
     # 4. against realesr-animevideov3 at equal input size, each at its best batch/backend/precision
-    ours, why_ours = best_case(throughput, realtime_preset, (960, 540))
-    peer, why_peer = best_case(throughput, "realesr_animevideov3", (960, 540))
+    ours, why_ours = best_case(throughput, realtime_preset, big)
+    peer, why_peer = best_case(throughput, "realesr_animevideov3", big)
     speed = ours["fps"] / peer["fps"] if ours and peer else None
     details["speed_over_animevideov3_960x540"] = _figure(
         "speed_over_animevideov3_960x540",

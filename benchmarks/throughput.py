@@ -62,6 +62,8 @@ PRESET_NAMES = ("paper", "small", "tiny")
 PEER_NAMES = ("bicubic", *PEER_FILES)
 DEFAULT_SIZES = "128x128,480x270,960x540,1920x1080"
 REFERENCE_PEER = "realesr_animevideov3"  # the fastest learned peer: the one to beat at equal input size
+# torch.compile modes (reduce-overhead: CUDA graphs); 'eager' traces with dynamo only (a quick CPU check)
+COMPILE_MODES = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs", "eager")
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,7 @@ class ThroughputOptions:
     weights_dir: Path  # peers' safetensors (../shared/data/weights)
     results_dir: Path  # where the JSON, markdown table and plot go
     plot: bool  # write the PNG
+    compile: str = "none"  # our presets' step through torch.compile: a COMPILE_MODES name, or none
 
 
 class _OutOfMemory(Exception):
@@ -106,6 +109,7 @@ class Subject:
     setup_s: float  # construction time (export/compile included), not part of any timing
     reset: Callable[[], None] = lambda: None  # undo what a failed case changed (the OOM ladder)
     notes: list[str] = field(default_factory=list)  # warnings the engine gave
+    prime: Callable[[Tensor], object] | None = None  # an untimed first call per shape (compiling)
 
 
 # ------------------------------------------------------------------------------------------ subjects
@@ -119,9 +123,10 @@ def _io_bytes(b: int, h: int, w: int) -> int:
 
 
 def gtasr_subject(
-    preset: str, backend: str, precision: str, device: torch.device, max_batch: int
+    preset: str, backend: str, precision: str, device: torch.device, max_batch: int, compile: str = "none"
 ) -> Subject | str:
-    """Our preset through Upscaler (random weights), or the reason it cannot be built."""
+    """Our preset through Upscaler (random weights), or the reason it cannot be built; with `compile`,
+    the Upscaler's step goes through torch.compile (compiled at each new shape, untimed)."""
     t0 = time.perf_counter()
     net = build_network(preset)
     meta_net = copy.deepcopy(net).to("meta")
@@ -162,10 +167,15 @@ def gtasr_subject(
     def reset() -> None:
         up.batch, up.tile = max_batch, 0
 
+    label, prime = up.backend, None
+    if compile != "none":
+        kw: dict[str, Any] = {"backend": "eager"} if compile == "eager" else {"mode": compile}
+        up.step = torch.compile(up.step, **kw)
+        label, prime = f"{up.backend}+compile:{compile}", up
     return Subject(
         preset,
         "gtasr",
-        up.backend,
+        label,
         dtype_name(up.dtype),
         up,
         macs,
@@ -173,6 +183,7 @@ def gtasr_subject(
         time.perf_counter() - t0,
         reset,
         notes,
+        prime,
     )
 
 
@@ -232,7 +243,8 @@ def subjects(opts: ThroughputOptions, device: torch.device) -> Iterator[tuple[di
         for preset in opts.presets:
             for backend in opts.backends:
                 ident = {"model": preset, "kind": "gtasr", "backend": backend, "precision": prec}
-                yield ident, gtasr_subject(preset, backend, precision, device, max(opts.batches))
+                subject = gtasr_subject(preset, backend, precision, device, max(opts.batches), opts.compile)
+                yield ident, subject
 
 
 # ------------------------------------------------------------------------------------------ one case
@@ -265,6 +277,11 @@ def time_case(
             )
             return rec
     try:
+        if s.prime is not None:  # compile for this shape before the clock runs; say how long it took
+            t0 = time.perf_counter()
+            s.prime(fresh_input((b, 3, h, w), torch.float32, device, seed=999))
+            synchronizer(device)()
+            rec["compile_s"] = time.perf_counter() - t0
         t = time_calls(
             s.run,
             lambda i: fresh_input((b, 3, h, w), torch.float32, device, seed=1000 + i),
@@ -463,6 +480,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
 @click.option("--weights-dir", default=SHARED / "weights", type=click.Path(path_type=Path))
 @click.option("--results-dir", default=RESULTS, type=click.Path(path_type=Path))
 @click.option("--plot/--no-plot", default=True)
+@click.option(
+    "--compile", default="none", type=click.Choice(COMPILE_MODES), help="torch.compile our presets."
+)
 def main(**kwargs: Any) -> None:
     """Model-only fps and latency of our presets and the peers, side by side."""
     opts = ThroughputOptions(**kwargs)
