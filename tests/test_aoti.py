@@ -101,6 +101,39 @@ def test_errors_are_one_line(tiny_weights: Path, package: Path, tmp_path: Path) 
         assert "\n" not in str(info.value)
 
 
+def test_a_stale_package_is_one_line_of_ours(tiny_weights: Path, tmp_path: Path) -> None:
+    """A .pt2 in an older torch's layout (no folder prefix, no compiled model): torch's own loader logs
+    'Loading outdated pt2 file' and its C++ side prints a warning; the user sees our line alone."""
+    import zipfile
+
+    from media import make_clip
+
+    stale = tmp_path / "old.pt2"
+    with zipfile.ZipFile(stale, "w") as z:
+        z.writestr("archive_format", "pt2")
+        z.writestr("data/aotinductor/model/model.cpp", "// from another torch")
+    clip = make_clip(tmp_path / "in.mkv", width=32, height=32, frames=1).path
+    r = run_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights, "--backend", "aoti", "--pt2", stale)
+    lines = [line for line in r.stderr.decode().splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr.decode()
+    assert lines[0].startswith(f"gtasr-stream: error: {stale}: not a loadable AOTInductor package")
+    assert "compiled again: gtasr-export --pt2" in lines[0]
+    assert not (tmp_path / "out.mkv").exists()
+
+
+def test_a_package_of_another_torch_version_is_said_once(
+    package: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """A package that loads but was compiled by another torch runs, with one warning of ours."""
+    said: list[str] = []
+    AotiStep(package, CPU, said.append)
+    assert said == []  # compiled by this torch: nothing to say
+    monkeypatch.setattr(torch, "__version__", "0.0.0")
+    AotiStep(package, CPU, said.append)
+    assert len(said) == 1 and "compiled by torch" in said[0] and "this is torch 0.0.0" in said[0]
+    assert "outdated" not in capfd.readouterr().err
+
+
 def test_gtasr_stream_backend_aoti_matches_torch_on_a_real_clip(
     tmp_path: Path, shared_data: Path, tiny_weights: Path, package: Path, cache_home: Path
 ) -> None:

@@ -11,11 +11,17 @@ precision, and needs a C++ compiler to build (not to run).  `aoti_step` builds t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
+import logging
+import os
 import platform
 import shutil
-from collections.abc import Callable
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +101,7 @@ def compile_package(model: ConsistencyModel, path: Path, *, dtype: torch.dtype, 
         with atomic_path(Path(path), ".partial.pt2") as tmp:
             meta = {
                 "gtasr_format": str(PACKAGE_VERSION),
+                "gtasr_torch": torch.__version__,  # a package from another torch may not load: say so
                 "gtasr_dtype": PRECISIONS[dtype],
                 "gtasr_multiple": str(m),
             }
@@ -135,18 +142,34 @@ class AotiStep:
     it runs without the model's Python code.
     """
 
-    def __init__(self, path: Path, device: torch.device) -> None:
+    def __init__(
+        self, path: Path, device: torch.device, warn: Callable[[str], None] = lambda msg: None
+    ) -> None:
+        index = device.index if device.index is not None else (0 if device.type == "cuda" else -1)
         try:
-            index = device.index if device.index is not None else (0 if device.type == "cuda" else -1)
-            self.runner: Any = torch._inductor.aoti_load_package(str(path), device_index=index)
+            with _torch_quiet() as said:
+                self.runner: Any = torch._inductor.aoti_load_package(str(path), device_index=index)
             meta = self.runner.get_metadata()
-        except Exception as e:  # the loader raises RuntimeError for wrong files or devices
+        except Exception as e:  # the loader raises RuntimeError or ValueError for wrong files or devices
             reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"{path}: not a loadable AOTInductor package ({reason})") from e
+            hint = (
+                "; a package from another torch version must be compiled again: gtasr-export --pt2"
+                if zipfile.is_zipfile(path)
+                else ""
+            )
+            raise UserError(f"{path}: not a loadable AOTInductor package ({reason}){hint}") from e
         if meta.get("gtasr_format") != str(PACKAGE_VERSION):
             raise UserError(f"{path}: not a gtasr-stream package (compile it with gtasr-export --pt2)")
         if meta.get("AOTI_DEVICE_KEY", device.type) != device.type:
             raise UserError(f"{path}: compiled for {meta['AOTI_DEVICE_KEY']}, not for --device {device}")
+        made_by = meta.get("gtasr_torch")
+        if "outdated" in said() or (made_by is not None and made_by != torch.__version__):
+            warn(
+                f"{path} was compiled by torch {made_by or 'of an older version'}, this is torch "
+                f"{torch.__version__}: if it fails or is slow, compile it again with gtasr-export --pt2"
+            )
+        elif said().strip():  # something else torch printed: passed on, not lost
+            sys.stderr.write(said())
         self.dtype = {v: k for k, v in PRECISIONS.items()}[meta["gtasr_dtype"]]
         self.multiple, self.device = int(meta["gtasr_multiple"]), device
 
@@ -166,6 +189,36 @@ class AotiStep:
         return out[:, :, : SCALE * h, : SCALE * w]
 
 
+@contextlib.contextmanager
+def _torch_quiet() -> Iterator[Callable[[], str]]:
+    """Hold back what torch prints while it loads a package; yields a function returning that text.
+
+    torch logs "Loading outdated pt2 file" for ANY file its new loader refuses (a stale package, a
+    wrong file) and its C++ loader prints to file descriptor 2 directly; our own message says what
+    happened instead.  The load takes well under a second, so little else can be written meanwhile.
+    """
+    names = ("torch._inductor.package.package", "torch.export.pt2_archive._package")
+    loggers = [logging.getLogger(n) for n in names]
+    was = [lg.disabled for lg in loggers]
+    text = ""
+    with tempfile.TemporaryFile() as held:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            for lg in loggers:
+                lg.disabled = True
+            os.dup2(held.fileno(), 2)
+            yield lambda: text
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            for lg, w in zip(loggers, was, strict=True):
+                lg.disabled = w
+            held.seek(0)
+            text = held.read().decode(errors="replace")
+
+
 def aoti_step(
     model: ConsistencyModel,
     pt2: str | Path | None,
@@ -180,4 +233,4 @@ def aoti_step(
         path = Path(pt2)
         if not path.is_file():
             raise UserError(f"--pt2 {path}: no such file")
-    return AotiStep(path, device)
+    return AotiStep(path, device, warn)
