@@ -20,6 +20,7 @@ from typing import Any, Literal
 import click
 
 from gtasr_stream.errors import UserError
+from gtasr_stream.files import atomic_path
 
 Shape = tuple[int, int, int]  # (B, H, W) of the LR input
 Precision = Literal["fp32", "fp16", "bf16"]
@@ -133,31 +134,33 @@ def run(opts: ExportOptions) -> Path:
     model = ConsistencyModel(net).eval()
     dtype = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[opts.precision]
 
-    # 2. export, atomically
+    # 2. export and 3. check against PyTorch fp32 at the three shapes, under a temporary name: a graph
+    # that fails its check, or cannot be checked (a --max-shape beyond this machine's memory), is never
+    # left at the final name (a file the user had there stays)
     path = opts.out / f"{opts.weights.stem}.{opts.precision}.onnx"
+    shapes = (opts.min_shape, opts.opt_shape, opts.max_shape)
     start = time.perf_counter()
     try:
         opts.out.mkdir(parents=True, exist_ok=True)
-        export_onnx(model, path, opset=opts.opset, dtype=dtype, dynamic=True)
+        with atomic_path(path, ".partial.onnx") as tmp:
+            export_onnx(model, tmp, opset=opts.opset, dtype=dtype, dynamic=True)
+            mb = tmp.stat().st_size / 2**20
+            took = time.perf_counter() - start
+            if opts.check and dtype != torch.bfloat16:
+                start = time.perf_counter()
+                try:
+                    diff = check_onnx(tmp, model, shapes, dtype, shown=path)
+                except OnnxCheckError as e:
+                    raise UserError(f"{e}; not written (--no-check writes it unchecked)") from e
     except OSError as e:
         raise UserError(f"--out {opts.out}: cannot write {path.name} ({e.strerror or e})") from e
-    mb = path.stat().st_size / 2**20
     click.echo(
         f"wrote {path} ({opts.precision}, lq Bx3xHxW + eps Bx3x4Hx4W -> hr, any B, H, W; {mb:.1f} MB)"
-        f" in {time.perf_counter() - start:.1f} s"
+        f" in {took:.1f} s"
     )
-
-    # 3. check against PyTorch fp32 at the three shapes
-    shapes = (opts.min_shape, opts.opt_shape, opts.max_shape)
     if opts.check and dtype == torch.bfloat16:
         _warn("not checked: onnxruntime's CPU provider has no bfloat16 kernels for this network")
     elif opts.check:
-        start = time.perf_counter()
-        try:
-            diff = check_onnx(path, model, shapes, dtype)
-        except OnnxCheckError as e:
-            path.unlink(missing_ok=True)
-            raise UserError(f"{e}; removed it (--no-check keeps it)") from e
         click.echo(
             f"checked at {', '.join(map(_fmt, shapes))} against PyTorch fp32: max |onnx - torch| = {diff:.2g}"
             f" (tolerance {TOLERANCE[dtype]:g}) in {time.perf_counter() - start:.1f} s"
@@ -206,22 +209,26 @@ def _package(opts: ExportOptions, model: Any, dtype: Any, shapes: tuple[Shape, .
     from gtasr_stream.engines.aoti_engine import AotiStep, compile_package
     from gtasr_stream.engines.device import resolve_device
 
-    from .onnx_export import TOLERANCE, max_difference
+    from .onnx_export import TOLERANCE, OnnxCheckError, max_difference
 
     device = resolve_device(opts.device)
     path = opts.out / f"{opts.weights.stem}.{opts.precision}.{device.type}.pt2"
     start = time.perf_counter()
-    compile_package(model, path, dtype=dtype, device=device)
+    with atomic_path(path, ".partial.pt2") as tmp:  # as the graph: checked, or not left at `path`
+        compile_package(model, tmp, dtype=dtype, device=device)
+        mb, took = tmp.stat().st_size / 2**20, time.perf_counter() - start
+        if opts.check:
+            tolerance = TOLERANCE.get(dtype, 2e-2)  # bf16: 8 mantissa bits, about twice fp16's error
+            try:
+                diff = max_difference(AotiStep(tmp, device, _warn), model, shapes, dtype, device)
+            except OnnxCheckError as e:
+                raise UserError(f"{path}: {e}; not written (--no-check writes it unchecked)") from e
+            if diff > tolerance:
+                raise UserError(f"{path}: max |pt2 - torch| = {diff:.3g} exceeds {tolerance:g}; not written")
     click.echo(
-        f"wrote {path} (AOTInductor for {device}, {opts.precision}, any B, H, W;"
-        f" {path.stat().st_size / 2**20:.1f} MB) in {time.perf_counter() - start:.1f} s"
+        f"wrote {path} (AOTInductor for {device}, {opts.precision}, any B, H, W; {mb:.1f} MB) in {took:.1f} s"
     )
     if opts.check:
-        tolerance = TOLERANCE.get(dtype, 2e-2)  # bf16: 8 mantissa bits, about twice fp16's error
-        diff = max_difference(AotiStep(path, device), model, shapes, dtype, device)
-        if diff > tolerance:
-            path.unlink(missing_ok=True)
-            raise UserError(f"{path}: max |pt2 - torch| = {diff:.3g} exceeds {tolerance:g}; removed it")
         click.echo(f"checked the package: max |pt2 - torch| = {diff:.2g} (tolerance {tolerance:g})")
     return path
 

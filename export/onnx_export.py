@@ -37,16 +37,21 @@ def max_difference(
 ) -> float:
     """Max |run(lq, eps) - sample_one_step(model fp32)| over fresh random inputs at each (B,h,w) of
     `sizes`.  The inputs are rounded to `dtype` (and put on `device`) for `run`; the reference sees the
-    rounded values in float32 on the CPU.  A wrong output shape raises OnnxCheckError."""
+    rounded values in float32 on the CPU.  A wrong output shape, or a size that cannot be run here
+    (out of memory), raises OnnxCheckError."""
     reference = copy.deepcopy(model).to("cpu", torch.float32).eval()
     g = torch.Generator().manual_seed(0)
     worst = 0.0
     for b, h, w in sizes:
-        lq = (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(dtype)  # (B,3,h,w) in [-1,1]
-        eps = torch.randn(b, 3, SCALE * h, SCALE * w, generator=g).to(dtype)  # (B,3,4h,4w)
-        with torch.inference_mode():
-            hr = run(lq.to(device), eps.to(device)).to("cpu", torch.float32)
-            ref = sample_one_step(reference, lq.float(), eps.float())  # (B,3,4h,4w) float32
+        try:
+            lq = (torch.rand(b, 3, h, w, generator=g) * 2 - 1).to(dtype)  # (B,3,h,w) in [-1,1]
+            eps = torch.randn(b, 3, SCALE * h, SCALE * w, generator=g).to(dtype)  # (B,3,4h,4w)
+            with torch.inference_mode():
+                hr = run(lq.to(device), eps.to(device)).to("cpu", torch.float32)
+                ref = sample_one_step(reference, lq.float(), eps.float())  # (B,3,4h,4w) float32
+        except (RuntimeError, MemoryError) as e:  # out of memory (torch, onnxruntime), a size it refuses
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise OnnxCheckError(f"cannot be checked at {b}x{h}x{w} ({reason[:200]})") from e
         if tuple(hr.shape) != tuple(ref.shape):
             raise OnnxCheckError(f"output {tuple(hr.shape)} at {b}x{h}x{w}, PyTorch gives {tuple(ref.shape)}")
         worst = max(worst, (hr - ref).abs().max().item())
@@ -54,7 +59,12 @@ def max_difference(
 
 
 def check_onnx(
-    path: Path, model: ConsistencyModel, sizes: Sequence[tuple[int, int, int]], dtype: torch.dtype
+    path: Path,
+    model: ConsistencyModel,
+    sizes: Sequence[tuple[int, int, int]],
+    dtype: torch.dtype,
+    shown: Path
+    | None = None,  # the name messages give (the final one of a file checked under a temporary name)
 ) -> float:
     """Run the graph at `path` with onnxruntime (CPU) at each (B,h,w) in `sizes` on fresh random
     inputs and compare with sample_one_step of `model` in float32; returns the max abs difference.
@@ -71,10 +81,11 @@ def check_onnx(
         import onnxruntime
     except ImportError:
         raise UserError("checking the graph needs onnxruntime: pip install gtasr-stream[onnx]") from None
+    shown = shown or path
     try:
         session: Any = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as e:  # e.g. an opset newer than this onnxruntime
-        raise OnnxCheckError(f"{path}: onnxruntime cannot load it ({str(e).strip().splitlines()[0]})") from e
+        raise OnnxCheckError(f"{shown}: onnxruntime cannot load it ({str(e).strip().splitlines()[0]})") from e
 
     def run(lq: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         (hr,) = session.run(["hr"], {"lq": lq.numpy(), "eps": eps.numpy()})
@@ -83,9 +94,9 @@ def check_onnx(
     try:
         worst = max_difference(run, model, sizes, dtype)
     except OnnxCheckError as e:
-        raise OnnxCheckError(f"{path}: {e}") from e
+        raise OnnxCheckError(f"{shown}: {e}") from e
     if worst > TOLERANCE[dtype]:
         raise OnnxCheckError(
-            f"{path}: max |onnx - torch| = {worst:.3g} exceeds the {PRECISIONS[dtype]} tolerance {TOLERANCE[dtype]:g}"
+            f"{shown}: max |onnx - torch| = {worst:.3g} exceeds the {PRECISIONS[dtype]} tolerance {TOLERANCE[dtype]:g}"
         )
     return worst

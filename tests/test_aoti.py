@@ -192,6 +192,34 @@ def test_gtasr_export_pt2_writes_and_checks_a_package(
     result = CliRunner().invoke(export_main, [str(a) for a in args])
     print(result.output)
     assert result.exit_code == 0, result.output
-    assert calls == [(tmp_path / "tiny.fp32.cpu.pt2", torch.float32, CPU)]
+    assert [(c[0].parent, c[0].suffix, c[1], c[2]) for c in calls] == [(tmp_path, ".pt2", torch.float32, CPU)]
     assert "checked the package: max |pt2 - torch|" in result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.fp32.cpu.pt2", "tiny.fp32.onnx"]
+
+
+def test_gtasr_export_pt2_that_cannot_be_checked_is_not_written(
+    tiny_weights: Path, package: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """--max-shape past any address space (211 TB): the package is compiled but cannot be checked
+    there; one line naming the shape, exit 1, no unchecked package (nor its temporary) left in OUT."""
+    from click.testing import CliRunner
+
+    from export.cli import main as export_main
+
+    def stand_in(model: ConsistencyModel, path: Path, **kw: object) -> Path:
+        path.write_bytes(b"graph")  # the ONNX side is test_export's: here it passes untouched
+        return path
+
+    monkeypatch.setattr("export.onnx_export.export_onnx", stand_in)
+    monkeypatch.setattr("export.onnx_export.check_onnx", lambda *a, **kw: 0.0)
+    monkeypatch.setattr(
+        "gtasr_stream.engines.aoti_engine.compile_package",
+        lambda model, path, **kw: Path(shutil.copy(package, path)),
+    )
+    huge = "1x4194304x4194304"
+    args = ["--weights", tiny_weights, "--out", tmp_path, "--onnx-only", "--pt2", "--device", "cpu"]
+    result = CliRunner().invoke(export_main, [str(a) for a in [*args, "--max-shape", huge]])
+    print(result.output)
+    assert result.exit_code == 1 and f"cannot be checked at {huge}" in result.output, result.output
+    assert str(tmp_path / "tiny.fp32.cpu.pt2") in result.output and ".partial" not in result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny.fp32.onnx"]

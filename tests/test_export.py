@@ -190,6 +190,33 @@ def test_gtasr_export_without_onnx_only_says_what_tensorrt_needs(
     assert (tmp_path / "tiny.fp32.onnx").is_file()
 
 
+@pytest.mark.parametrize("had", [False, True])
+def test_gtasr_export_max_shape_that_cannot_be_checked_leaves_no_graph(
+    tmp_path: Path, tiny_weights: Path, fp32_onnx: Path, monkeypatch: pytest.MonkeyPatch, had: bool
+) -> None:
+    """A --max-shape whose input alone is past any address space (211 TB: allocation fails at once,
+    whatever the overcommit policy): one line naming the shape, exit 1, no unchecked graph at OUT
+    (it was left there after an internal error), and a file the user had there is kept."""
+    import shutil
+
+    monkeypatch.setattr(
+        "export.onnx_export.export_onnx", lambda model, path, **kw: Path(shutil.copy(fp32_onnx, path))
+    )
+    if had:
+        (tmp_path / "tiny.fp32.onnx").write_bytes(b"the user's graph")
+    huge = "1x4194304x4194304"
+    args = ["--weights", tiny_weights, "--out", tmp_path, "--onnx-only", "--max-shape", huge]
+    result = CliRunner().invoke(export_main, [str(a) for a in args])
+    print(result.output)
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith("gtasr-export:")]
+    assert len(lines) == 1 and lines[0].startswith("gtasr-export: error: "), result.output
+    assert f"cannot be checked at {huge}" in lines[0] and "not written" in lines[0]
+    assert ".partial" not in lines[0]  # the final name, not the temporary one
+    left = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert left == ({"tiny.fp32.onnx": b"the user's graph"} if had else {})
+
+
 # ---------------------------------------------------------------- the cache
 
 
