@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gtasr_stream import Upscaler
 from gtasr_stream.model import ConsistencyModel, build_network
-from training.losses import LossWeights, combine
+from training.losses import LossWeights, combine, rect_loss
 from training.lpips import LPIPS
 from training.options import Stage1Options, Stage2Options
 from training.train import autocast_dtype, batch_terms, train
@@ -135,6 +135,12 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     gridded = dataclasses.replace(on, grid_loss=0.1)
     with_grid = batch_terms(gridded, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
     assert with_grid["grid"].shape == (2,) and with_grid["grid"].requires_grad
+    assert "direct_rect" not in with_grid
+    # --direct-rect W: rect_loss (LPIPS of the Sobel maps) of that same output
+    edged = dataclasses.replace(on, direct_rect=0.5)
+    with_rect = batch_terms(edged, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    out = net(rec.calls[-1][0], torch.ones(2), lq)
+    assert torch.allclose(with_rect["direct_rect"], rect_loss(cheap_lpips, out, x0), atol=1e-6)
     # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
     only = dataclasses.replace(on, direct_lpips=1.0)
     perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

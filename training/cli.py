@@ -70,6 +70,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of a penalty on a 4-pixel grid in that output (needs --direct-loss); 0: off.",
         ),
         click.option(
+            "--direct-rect",
+            type=click.FloatRange(0),
+            default=d["direct_rect"].default,
+            show_default=True,
+            help="Weight of LPIPS between the Sobel maps of that output and the HR (needs --direct-loss); 0: off.",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

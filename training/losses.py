@@ -179,6 +179,7 @@ class LossWeights:
     rect: float = 1.0  # L_rect, Stage II
     direct: float = 1.0  # our addition, on only with --direct-loss: the noise-free one-step output
     grid: float = 1.0  # our addition, on only with --grid-loss: grid_loss of that same output
+    direct_rect: float = 1.0  # our addition, on only with --direct-rect: rect_loss of that same output
 
 
 def combine(terms: dict[str, Tensor], weights: LossWeights) -> tuple[Tensor, dict[str, float]]:

@@ -36,6 +36,9 @@ class TrainOptions:
     # Weight of grid_loss on that output (the error's power at the harmonics of a 4-pixel grid, over
     # its mean power); needs direct_loss > 0. 0: off
     grid_loss: float = 0.0
+    # Weight of rect_loss (LPIPS of the Sobel maps, Stage II's structural term) on that output: edges
+    # as sharp as the HR's, where LPIPS and Charbonnier alone settle for blur. Needs direct_loss > 0. 0: off
+    direct_rect: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0
