@@ -37,7 +37,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--steps", type=click.IntRange(1), help="Total steps of this stage."),
         click.option("--batch", type=click.IntRange(1), help="Batch per process."),
-        click.option("--crop", type=click.IntRange(64), default=d["crop"].default, show_default=True),
+        click.option(
+            "--crop",
+            type=click.IntRange(128),
+            default=d["crop"].default,
+            show_default=True,
+            help="HR crop side: a multiple of 128 (tiny) or 256 (small, paper).",
+        ),
         click.option("--lr", type=float, default=d["lr"].default, show_default=True),
         click.option("--ema", type=float, default=d["ema"].default, show_default=True),
         click.option(
@@ -111,7 +117,11 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
         click.option(
             "--log-every", type=click.IntRange(1), default=d["log_every"].default, show_default=True
         ),
-        click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT."),
+        click.option(
+            "--resume",
+            is_flag=True,
+            help="Continue from the newest readable checkpoint in OUT (none yet: start at step 0, with a warning).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -205,6 +215,10 @@ def _fields(kw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _run(cfg: Stage1Options | Stage2Options, stage: Any) -> None:
+    from rich.markup import escape
+
+    from gtasr_stream.errors import UserError
+
     from .lpips import LPIPSWeightsError
     from .train import train
 
@@ -220,9 +234,16 @@ def _run(cfg: Stage1Options | Stage2Options, stage: Any) -> None:
     task = progress.add_task(stage, total=cfg.steps, loss=float("nan"))
     try:
         with progress:
-            final = train(cfg, stage, on_step=lambda s, m: progress.update(task, completed=s, loss=m["loss"]))
-    except (LPIPSWeightsError, ValueError) as e:
-        console.print(f"[red]gtasr-train: error:[/] {e}", soft_wrap=True)
+            final = train(
+                cfg,
+                stage,
+                on_step=lambda s, m: progress.update(task, completed=s, loss=m["loss"]),
+                on_warning=lambda msg: console.print(
+                    f"[yellow]gtasr-train: warning:[/] {escape(msg)}", soft_wrap=True
+                ),
+            )
+    except (LPIPSWeightsError, UserError, ValueError) as e:  # UserError: --device, --init weights
+        console.print(f"[red]gtasr-train: error:[/] {escape(str(e))}", soft_wrap=True)
         sys.exit(1)
     console.print(f"EMA weights: {final}  (gtasr-stream IN OUT --weights {final})", soft_wrap=True)
 

@@ -2,16 +2,19 @@
 
 Why no DataLoader state: every step draws its images, crops and flips from a generator seeded by
 (seed, step, rank), so a resumed run sees exactly the batches the uninterrupted run would have seen,
-and nothing about the data pipeline has to be checkpointed.  Decoded photos are cached as uint8.
+and nothing about the data pipeline has to be checkpointed.  Every photo is decoded (and checked)
+once when the run starts and kept as uint8: a file that cannot be used is skipped with a warning then,
+instead of ending the run when a batch first draws it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
-from .images import list_images, load_image
+from .images import usable_images
 
 
 def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torch.Generator:
@@ -22,20 +25,14 @@ def step_generator(seed: int, step: int, rank: int = 0, stream: int = 0) -> torc
 class PhotoCrops:
     """Random `crop`x`crop` HR patches with flips and 90-degree rotations from the photos of `root`."""
 
-    def __init__(self, root: Path, crop: int) -> None:
-        self.paths = list_images(root)
-        if not self.paths:
-            raise ValueError(f"--data: no images (jpg/png/webp) in '{root}'")
+    def __init__(self, root: Path, crop: int, warn: Callable[[str], None] = lambda msg: None) -> None:
+        found = usable_images(root, crop, "--data", warn)
+        self.paths = [path for path, _ in found]
         self.crop = crop
-        self._cache: dict[int, torch.Tensor] = {}  # index -> (3,H,W) uint8
+        self._images = [img for _, img in found]  # (3,H,W) uint8 each, both sides >= crop
 
     def _image(self, i: int) -> torch.Tensor:
-        if i not in self._cache:
-            img = (load_image(self.paths[i]) * 255).round().to(torch.uint8)
-            if min(img.shape[-2:]) < self.crop:
-                raise ValueError(f"--data: '{self.paths[i]}' is smaller than the {self.crop}-px crop")
-            self._cache[i] = img
-        return self._cache[i]
+        return self._images[i]
 
     def batch(self, size: int, g: torch.Generator) -> torch.Tensor:
         """(size,3,crop,crop) float in [0,1]."""

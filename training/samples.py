@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -12,19 +13,20 @@ from gtasr_stream.files import atomic_path
 from gtasr_stream.model import ConsistencyModel, sample_one_step, upsample_lq
 
 from .degradation import DegradationConfig, degrade_fixed
-from .images import list_images, load_image
+from .images import usable_images
 
 SAMPLES = 4  # validation photos shown
 
 
-def val_crops(folder: Path, crop: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """(lq, hr): centre crops of the first photos, degraded with a fixed seed; both in [-1,1]."""
+def val_crops(
+    folder: Path, crop: int, device: torch.device, warn: Callable[[str], None] = lambda msg: None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lq, hr): centre crops of the first usable photos, degraded with a fixed seed; both in [-1,1]."""
     hrs = []
-    for path in list_images(folder)[:SAMPLES]:
-        img = load_image(path)
+    for _, img in usable_images(folder, crop, "--val", warn, limit=SAMPLES):
         h, w = img.shape[-2:]
         top, left = (h - crop) // 2, (w - crop) // 2
-        hrs.append(img[:, top : top + crop, left : left + crop])
+        hrs.append(img[:, top : top + crop, left : left + crop].float() / 255)
     hr = torch.stack(hrs)
     lq = degrade_fixed(hr, DegradationConfig(), seed=0)
     return (lq * 2 - 1).to(device), (hr * 2 - 1).to(device)

@@ -24,10 +24,18 @@ from torch.nn.parallel import DistributedDataParallel
 
 from gtasr_stream.engines.device import resolve_device
 from gtasr_stream.files import atomic_path
-from gtasr_stream.model import ConsistencyModel, build_network, forward_process, time_grid, upsample_lq
+from gtasr_stream.model import (
+    PRESETS,
+    SCALE,
+    ConsistencyModel,
+    build_network,
+    forward_process,
+    time_grid,
+    upsample_lq,
+)
 from gtasr_stream.weights import load_weights, save_weights
 
-from .checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from .checkpoint import latest_checkpoint, load_checkpoint, resume_checkpoint, save_checkpoint
 from .data import PhotoCrops, step_generator
 from .degradation import codec_degrade
 from .losses import (
@@ -131,8 +139,12 @@ def train(
     cfg: Stage1Options | Stage2Options,
     stage: Stage,
     on_step: Callable[[int, dict[str, float]], None] | None = None,
+    on_warning: Callable[[str], None] | None = None,
 ) -> Path:
-    """Run one stage to cfg.steps; returns the path of the final EMA weights (cfg.out/ema.safetensors)."""
+    """Run one stage to cfg.steps; returns the path of the final EMA weights (cfg.out/ema.safetensors).
+
+    Bad flags and inputs found before the first step are a ValueError or UserError of one line.
+    """
     # 1. processes and device
     ddp = int(os.environ.get("WORLD_SIZE", "1")) > 1
     rank = int(os.environ.get("RANK", "0"))
@@ -146,6 +158,17 @@ def train(
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
     else:
         device = resolve_device(cfg.device)
+    warn = on_warning if on_warning is not None and rank == 0 else (lambda msg: None)
+    unit = SCALE * PRESETS[cfg.preset].multiple if cfg.preset in PRESETS else 1  # unknown: build_network says
+    if cfg.crop % unit:  # the LR crop must tile the network's windows (the assert deep in its forward)
+        raise ValueError(f"--crop {cfg.crop}: the {cfg.preset} preset takes multiples of {unit}")
+    if not cfg.resume and (last := latest_checkpoint(cfg.out / "checkpoints")) is not None:
+        # a fresh run there would mix its checkpoints with the old run's, and keeping the newest two
+        # by step would delete its own as soon as it wrote them
+        raise ValueError(
+            f"--out {cfg.out} holds the checkpoints of a run (newest {last.name}): --resume continues it, "
+            "another --out starts afresh"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     # 2. model, EMA, optimiser, losses
@@ -161,21 +184,22 @@ def train(
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
     ckpt_dir = cfg.out / "checkpoints"
     start = 0
-    if cfg.resume and (last := latest_checkpoint(ckpt_dir)) is not None:
-        start = load_checkpoint(last, cfg.preset, model, ema, opt)["step"]
+    state = resume_checkpoint(ckpt_dir, cfg.preset, model, ema, opt, warn) if cfg.resume else None
+    if state is not None:
+        start = state["step"]
     elif cfg.init is not None:
         _warm_start(cfg.init, cfg.preset, model, ema)
     elif isinstance(cfg, Stage2Options):
         raise ValueError("--init: stage2 starts from a Stage I run folder or checkpoint")
     frozen = copy.deepcopy(ema).eval().requires_grad_(False)  # f_theta' (Stage II), from the EMA
     net: torch.nn.Module = DistributedDataParallel(model) if ddp else model
-    data = PhotoCrops(cfg.data, cfg.crop)
-    val = val_crops(cfg.val, cfg.crop, device) if cfg.val and rank == 0 else None
+    data = PhotoCrops(cfg.data, cfg.crop, warn)
+    val = val_crops(cfg.val, cfg.crop, device, warn) if cfg.val and rank == 0 else None
     amp = autocast_dtype(cfg.precision, device)
     autocast = torch.autocast(device.type, dtype=amp) if amp else contextlib.nullcontext()
     cfg.out.mkdir(parents=True, exist_ok=True)
     if rank == 0:
-        _truncate_metrics(cfg.out / "metrics.jsonl", start)  # a killed run logged past its last checkpoint
+        _truncate_metrics(cfg.out / "metrics.jsonl", start, warn)  # a killed run logged past its checkpoint
     log = (cfg.out / "metrics.jsonl").open("a") if rank == 0 else None
     board = _tensorboard(cfg.out) if rank == 0 else None
     if rank == 0:
@@ -250,13 +274,24 @@ def _warm_start(init: Path, preset: str, model: ConsistencyModel, ema: Consisten
     load_checkpoint(found, preset, model, ema, None)
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Keep only the lines of steps <= step, so that a resumed run logs each step once."""
+def _truncate_metrics(path: Path, step: int, warn: Callable[[str], None]) -> None:
+    """Keep only the lines of steps <= step, so that a resumed run logs each step once.  A line that
+    is not a whole record (the last one of a run killed while writing it) is dropped with a warning."""
     if not path.is_file():
         return
-    lines = path.read_text().splitlines(keepends=True)
-    kept = [line for line in lines if json.loads(line)["step"] <= step]
-    if len(kept) < len(lines):
+    lines = path.read_text(errors="replace").splitlines(keepends=True)
+    kept, torn = [], []
+    for number, line in enumerate(lines, 1):
+        try:
+            logged = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            torn.append(number)
+            continue
+        if logged <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    if torn:
+        warn(f"{path}: dropped line {', '.join(map(str, torn))} of {len(lines)}, not a whole record")
+    if kept != lines:
         with atomic_path(path) as tmp:
             tmp.write_text("".join(kept))
 
