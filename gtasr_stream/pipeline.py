@@ -15,13 +15,13 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
 from .engines import memory
 from .engines.upscaler import Upscaler
 from .errors import UserError
+from .transfer import Download, download, upload
 from .video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
 from .video.cut import Cut, container_start, cut_items, seek
 from .video.reader import (
@@ -216,6 +216,19 @@ def _run(
         pending: list[Frame] = []
         started = False
         out_layout: YUVLayout | None = None
+        # On CUDA the last batch's planes are still being copied to the host while the next one is
+        # uploaded and upscaled (transfer.py); it goes to the encoder once its copy has finished.
+        copy_stream = torch.cuda.Stream(upscaler.device) if cuda else None
+        in_flight: list[tuple[list[Frame], Download]] = []
+
+        def hand_over() -> None:
+            frames, copying = in_flight.pop()
+            t = time.perf_counter()
+            planes = copying.frames()
+            stats.busy["upscale"] += time.perf_counter() - t
+            stats.upscaled += len(frames)
+            for f, p in zip(frames, planes, strict=True):
+                _put(q_enc, (p, f.pts), stop)
 
         def flush() -> None:
             nonlocal started, out_layout
@@ -228,17 +241,21 @@ def _run(
                 started = True
             assert out_layout is not None
             t = time.perf_counter()
-            planes = _upscale_batch(upscaler, pending, out_layout, (out_h, out_w))
+            copying = _upscale_batch(upscaler, pending, out_layout, (out_h, out_w), copy_stream)
             stats.busy["upscale"] += time.perf_counter() - t
-            stats.upscaled += len(pending)
-            for f, p in zip(pending, planes, strict=True):
-                _put(q_enc, (p, f.pts), stop)
+            if in_flight:
+                hand_over()
+            in_flight.append((list(pending), copying))
+            if copying.ready:  # always on the CPU: the batch goes on at once, as it always did
+                hand_over()
             pending.clear()
 
         while True:
             item = _get(q_dec, stop)
             if item is _END:
                 flush()
+                if in_flight:
+                    hand_over()
                 _put(q_enc, _END, stop)
                 return
             if not isinstance(item, Frame):  # a packet to copy: goes ahead of the pending batch
@@ -315,26 +332,18 @@ def _estimate_frames(stream: Any) -> int | None:
     return None
 
 
-def _to_tensor(planes: list[np.ndarray], device: torch.device) -> torch.Tensor:
-    """Stack one plane of each frame and upload: (B,h,w); >8-bit samples go as int16 (no copy)."""
-    a = np.stack(planes)
-    if a.dtype != np.uint8:
-        a = a.view(np.int16)
-    t = torch.from_numpy(a)
-    if device.type == "cuda":
-        t = t.pin_memory().to(device, non_blocking=True)
-    return t
-
-
 def _upscale_batch(
-    up: Upscaler, frames: list[Frame], out_layout: YUVLayout, out_size: tuple[int, int]
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Planes of B frames -> RGB on the device -> 4x -> resize to OUT's size -> planes on the CPU."""
-    y, u, v = (_to_tensor([f.planes[i] for f in frames], up.device) for i in range(3))
+    up: Upscaler,
+    frames: list[Frame],
+    out_layout: YUVLayout,
+    out_size: tuple[int, int],
+    copy_stream: torch.cuda.Stream | None = None,
+) -> Download:
+    """Planes of B frames -> RGB on the device -> 4x -> resize to OUT's size -> planes to the CPU."""
+    y, u, v = (upload([f.planes[i] for f in frames], up.device) for i in range(3))
     rgb = yuv_to_rgb(y, u, v, frames[0].layout)  # (B,3,h,w) float in [0,1]
     hr = up(rgb)  # (B,3,4h,4w) float in [0,1]
     if hr.shape[-2:] != out_size:
         down = hr.shape[-2] > out_size[0]
         hr = F.interpolate(hr, size=out_size, mode="bicubic", antialias=down).clamp_(0, 1)
-    planes = [p.cpu().numpy() for p in rgb_to_yuv(hr, out_layout)]
-    return [(planes[0][i], planes[1][i], planes[2][i]) for i in range(len(frames))]
+    return download(rgb_to_yuv(hr, out_layout), copy_stream)

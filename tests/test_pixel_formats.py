@@ -1,7 +1,7 @@
 """Every pixel format FFmpeg can hand us converts to the right colours, or is refused in one line.
 
 The path under test is the one frames take: `resolve_layout` (repack when needed) -> `plane_arrays`
--> the pipeline's upload (`_to_tensor`) -> `yuv_to_rgb`.  16-bit samples >= 32768 once came out
+-> the pipeline's upload (`transfer.upload`) -> `yuv_to_rgb`.  16-bit samples >= 32768 once came out
 negative there (uint16 read as int16), which turned 16-bit PNG, gray10le, gbrp10le, yuv420p16le and
 p010le into wrong colours with exit 0.
 """
@@ -17,7 +17,7 @@ import torch
 from conftest import run_cli
 
 from gtasr_stream.errors import UserError
-from gtasr_stream.pipeline import _to_tensor
+from gtasr_stream.transfer import upload
 from gtasr_stream.video.color import yuv_to_rgb
 from gtasr_stream.video.reader import plane_arrays, resolve_layout
 
@@ -31,7 +31,7 @@ SOURCE = av.VideoFrame.from_ndarray(np.rint(PICTURE * 65535).astype(np.uint16), 
 def ours(frame: av.VideoFrame) -> np.ndarray:
     """(H,W,3) float in 8-bit code values, converted the way the pipeline converts."""
     planar, layout = resolve_layout(frame)
-    y, u, v = (_to_tensor([p], torch.device("cpu")) for p in plane_arrays(planar, layout.bits))
+    y, u, v = (upload([p], torch.device("cpu")) for p in plane_arrays(planar, layout.bits))
     return yuv_to_rgb(y, u, v, layout)[0].permute(1, 2, 0).numpy() * 255
 
 
