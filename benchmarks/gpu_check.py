@@ -10,8 +10,9 @@ long is recorded "skipped: why" (or "failed: why") and the others still run.
 Parts (benchmarks/gpu_parts.py), in priority order: env (device, driver, torch, CUDA, whether NVENC
 and NVDEC open), tests (pytest -m gpu), throughput (peers, tiny, small: eager, FP16, batches 1 and 8,
 four sizes), pipeline (960x540 -> 4K and 480x270 -> 1080p with audio; CPU and NVDEC decoding;
-x264, SVT-AV1, NVENC when it opens), paper, preview (model latency at 640x480), compile
-(torch.compile with CUDA graphs), aoti (AOTInductor, when it compiles within its limit).
+x264, SVT-AV1, NVENC when it opens), paper, preview (model latency at 640x480), profile
+(torch.profiler over the 4K pipeline: what bounds it), compile (torch.compile with CUDA graphs),
+aoti (AOTInductor, when it compiles within its limit).
 
 Writes under --out ($OUT, else ./out): summary.json, gpu_check_<device>_<date>.json (every part's
 full result) and .md (the tables), gpu_check.log (every part's output), and throughput_*.json /
@@ -227,16 +228,22 @@ def write_results(plan: Plan, results: dict[str, Doc], out: Path, results_dir: P
     write_json(out / "summary.json", summary_doc)
     if results_dir is not None:
         write_json(results_dir / "summary.json", summary_doc)
-    table = to_markdown(s, results)
+    short = to_markdown(s, results)
+    table = ""
+    if prof := _doc(results, "profile", "top_host"):
+        top, conv = _doc(results, "profile", "top_device"), _doc(results, "profile", "conversion")
+        table += f"\nprofile (end to end, tiny, first e2e size)\n\n```\n{top or ''}\n{prof}\n```\n"
+        table += f"\nfp16 output -> YUV, eager vs torch.compile: {conv}\n"
     for part, key, fmt in (
         ("throughput", "throughput", throughput.to_markdown),
         ("pipeline", "pipeline", pipeline.to_markdown),
     ):
         if d := _doc(results, part, key):
             table += f"\n{part}\n\n{fmt(d)}"
-    write_text(out / f"{stem}.md", table)
+    write_text(out / f"{stem}.md", short + table)
     write_json(out / f"{stem}.json", {"plan": dataclasses.asdict(plan), "parts": results, "summary": s})
     print(table)
+    print(short)  # last: what the device call's output tail shows
     return s
 
 

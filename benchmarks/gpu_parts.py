@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +23,13 @@ import torch
 
 from gtasr_stream.engines.device import resolve_device
 from gtasr_stream.engines.upscaler import Upscaler
+from gtasr_stream.model import ConsistencyModel, build_network
+from gtasr_stream.pipeline import upscale_video
 from gtasr_stream.preview.source import Captured
 from gtasr_stream.preview.upscale import to_rgb
-from gtasr_stream.video.color import YUVLayout
+from gtasr_stream.video.color import YUVLayout, rgb_to_yuv
 from gtasr_stream.video.reader import configure_decoder, open_input, pick_video_stream
+from gtasr_stream.video.writer import EncodeOptions
 
 from . import pipeline, throughput
 from .clips import make_clip
@@ -59,12 +63,13 @@ class Plan:
     compile_mode: str  # torch.compile mode of the compile part (reduce-overhead: CUDA graphs)
     compile_sizes: str  # the compile and aoti parts' LR sizes, at e2e_batch
     preview_size: str  # the preview's capture size
+    profile_frames: int  # frames of the profiled end-to-end run at the first e2e size
     budget: float  # all parts together
     limits: dict[str, float] = field(default_factory=dict)  # each part's own limit
 
 
 # Part order is priority order: what the summary needs first, what may not finish last.
-PARTS = ("env", "tests", "throughput", "pipeline", "paper", "preview", "compile", "aoti")
+PARTS = ("env", "tests", "throughput", "pipeline", "paper", "preview", "profile", "compile", "aoti")
 
 DEVICE_PLAN = Plan(
     dry_run=False,
@@ -87,23 +92,25 @@ DEVICE_PLAN = Plan(
     compile_mode="reduce-overhead",
     compile_sizes="480x270,960x540",
     preview_size="640x480",
+    profile_frames=64,
     budget=420.0,
     limits={
-        "env": 25,
-        "tests": 60,
-        "throughput": 90,
-        "pipeline": 100,
-        "paper": 40,
+        "env": 20,
+        "tests": 50,
+        "throughput": 80,
+        "pipeline": 90,
+        "paper": 35,
         "preview": 20,
-        "compile": 60,
-        "aoti": 60,
+        "profile": 35,
+        "compile": 50,
+        "aoti": 50,
     },
 )
 
 # Every part on tiny sizes on the CPU: that the script runs and its results reach the summary (the
 # model-only sizes are the first end-to-end size, as on the device).  aoti's limit is far below a CPU
-# compile (minutes), so the dry run also walks the time-limit path; so does paper on a slow CPU (its
-# 171 M random parameters take seconds to build; it is the throughput part's code with another preset).
+# compile (minutes), so the dry run also walks the time-limit path; so does paper, mostly (its 171 M
+# random parameters take seconds to build; it is the throughput part's code with another preset).
 DRY_PLAN = Plan(
     dry_run=True,
     device="cpu",
@@ -115,25 +122,27 @@ DRY_PLAN = Plan(
     paper_sizes="64x64",
     repeats=1,
     warmup=0,
-    case_seconds=2.0,
+    case_seconds=60.0,  # generous: on a loaded CPU the guards would skip cases the summary needs
     peak_size=256,
     e2e_sizes="64x48,32x32",
     e2e_batch=2,
     frames=4,
     encoders="libx264:ultrafast,libsvtav1:12,h264_nvenc",
-    run_seconds=30.0,
+    run_seconds=120.0,
     compile_mode="eager",
     compile_sizes="64x48",
     preview_size="64x48",
-    budget=200.0,
-    limits={
-        "env": 30,
-        "tests": 60,
-        "throughput": 30,
-        "pipeline": 30,
+    profile_frames=4,
+    budget=1200.0,
+    limits={  # generous (a loaded CI machine must not turn a part into "skipped"), but aoti and paper
+        "env": 120,
+        "tests": 120,
+        "throughput": 120,
+        "pipeline": 120,
         "paper": 4,
-        "preview": 20,
-        "compile": 40,
+        "preview": 120,
+        "profile": 120,
+        "compile": 120,
         "aoti": 4,
     },
 )
@@ -326,6 +335,79 @@ def part_preview(plan: Plan, ctx: Context) -> dict[str, Any]:
     }
 
 
+def part_profile(plan: Plan, ctx: Context) -> dict[str, Any]:
+    """Where the end-to-end time goes at the 4K target: torch.profiler over one pipeline run of tiny
+    on a generated clip (after an unprofiled warm-up run), top ops by device and by host time."""
+    from torch.profiler import ProfilerActivity, profile
+
+    device = resolve_device(plan.device)
+    w, h = parse_sizes(plan.e2e_sizes)[0]
+    clip = make_clip(ctx.work / "profile.mp4", w, h, plan.profile_frames)
+    net = ConsistencyModel(build_network("tiny"))
+    up = Upscaler(
+        net, device=str(device), precision=cast(Any, plan.precision), batch=plan.e2e_batch, noise="fixed"
+    )
+    codec, _, preset = parse_list(plan.encoders)[0].partition(":")
+    encode = EncodeOptions(codec=codec, preset=preset or None, container_format="matroska")
+    upscale_video(str(clip), None, up, encode)  # warm-up: cuDNN's algorithm search, allocator, encoder
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    try:  # the pipeline's torch work runs in its upscale thread, which the profiler skips by default
+        config = torch._C._profiler._ExperimentalConfig(profile_all_threads=True)
+    except TypeError:  # a torch without the option: the device's kernels are still recorded
+        config = None
+    with profile(activities=activities, experimental_config=config) as prof:
+        stats = upscale_video(str(clip), None, up, encode)
+    table = prof.key_averages()
+    return {
+        "conversion": _conversion(plan, device, (w, h), plan.e2e_batch),
+        "clip": [w, h],
+        "frames": stats.encoded,
+        "encoder": plan.encoders.split(",")[0],
+        "fps": stats.encoded / stats.elapsed,
+        "busy_s": dict(stats.busy),
+        "bottleneck": stats.slowest,
+        "top_device": table.table(sort_by="self_device_time_total", row_limit=25)
+        if device.type == "cuda"
+        else None,
+        "top_host": table.table(sort_by="self_cpu_time_total", row_limit=25),
+    }
+
+
+def _conversion(plan: Plan, device: torch.device, size: tuple[int, int], b: int) -> dict[str, Any]:
+    """NOTES.md candidate 3, measured before it is written: the network's [-1, 1] output to YUV
+    planes as the pipeline does it (Upscaler's float32 [0, 1], then rgb_to_yuv: many full-size
+    passes) in eager, and the same function through torch.compile (fused), with the largest
+    difference in code values between the two."""
+    w, h = size
+    layout = YUVLayout(8, 1, 1, "bt709", "limited")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    sync = synchronizer(device)
+
+    def finish(hr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return rgb_to_yuv(hr.float().add(1).mul(0.5).clamp(0, 1), layout)
+
+    def make(i: int) -> torch.Tensor:
+        return fresh_input((b, 3, 4 * h, 4 * w), dtype, device, seed=i) * 2 - 1
+
+    fused = torch.compile(finish, backend="eager" if plan.compile_mode == "eager" else "inductor")
+    eager = time_calls(finish, make, warmup=plan.warmup, repeats=plan.repeats, sync=sync)
+    t0 = time.perf_counter()
+    fused(make(0))
+    sync()
+    compile_s = time.perf_counter() - t0
+    compiled = time_calls(fused, make, warmup=plan.warmup, repeats=plan.repeats, sync=sync)
+    x = make(99)
+    diff = max(int((a.int() - c.int()).abs().max()) for a, c in zip(finish(x), fused(x), strict=True))
+    return {
+        "hr_size": [4 * w, 4 * h],
+        "batch": b,
+        "eager_ms_per_frame": 1e3 * eager.median_s / b,
+        "compiled_ms_per_frame": 1e3 * compiled.median_s / b,
+        "compile_s": compile_s,
+        "max_code_value_difference": diff,
+    }
+
+
 PART_FUNCTIONS = {
     "env": part_env,
     "tests": part_tests,
@@ -333,6 +415,7 @@ PART_FUNCTIONS = {
     "pipeline": part_pipeline,
     "paper": part_paper,
     "preview": part_preview,
+    "profile": part_profile,
     "compile": part_compile,
     "aoti": part_aoti,
 }

@@ -33,7 +33,7 @@ def dry_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, A
         cwd=REPO,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout + done.stderr
     return out, json.loads((out / "summary.json").read_text()), done.stdout
@@ -74,6 +74,9 @@ def test_dry_run_files_fit_what_comes_back_from_the_device(dry_run: tuple[Path, 
     doc = json.loads(full.read_text())
     assert doc["summary"] == s and doc["plan"]["dry_run"] is True
     assert doc["parts"]["throughput"]["result"]["throughput"]["cases"]  # the full documents are kept
+    profile = doc["parts"]["profile"]["result"]
+    assert profile["frames"] == DRY_PLAN.profile_frames and "aten::" in profile["top_host"]
+    assert profile["conversion"]["max_code_value_difference"] == 0  # dynamo-traced, unfused: the same ops
     [tp] = [p for p in files if p.name.startswith("throughput_")]
     [pl] = [p for p in files if p.name.startswith("pipeline_")]
     assert s["sources"] == {"throughput": [tp.name], "pipeline": pl.name}

@@ -127,7 +127,10 @@ def test_pinned_upload_and_copy_stream_download_match_the_cpu() -> None:
 
 @pytest.mark.gpu
 @cuda
-def test_upscale_batch_with_a_copy_stream_equals_the_synchronous_path(tiny_weights: Path) -> None:
+def test_upscale_batch_with_a_copy_stream_equals_the_synchronous_path(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(torch.backends.cudnn, "deterministic", True)  # two model calls, one result
     up = Upscaler(weights=tiny_weights, device="cuda", batch=4)
     layout = YUVLayout(8, 1, 1, "bt709", "limited")
     g = np.random.default_rng(1)
