@@ -4,15 +4,16 @@ long is recorded "skipped: why" (or "failed: why") and the others still run.
 
     python -m benchmarks.gpu_check                        # on an H100/H200: at most --budget 420 s
     python -m benchmarks.gpu_check --dry-run              # CPU, tiny sizes: checks this script (CI)
-    python -m benchmarks.gpu_check --parts pipeline,aoti  # a re-run of some parts
+    python -m benchmarks.gpu_check --parts e2e_4k,aoti    # a re-run of some parts
     python -m benchmarks.gpu_check --prepare              # here: .gpu/ with what the device lacks
 
 Parts (benchmarks/gpu_parts.py), in priority order: env (device, driver, torch, CUDA, whether NVENC
 and NVDEC open), tests (pytest -m gpu), throughput (peers, tiny, small: eager, FP16, batches 1 and 8,
-four sizes), pipeline (960x540 -> 4K and 480x270 -> 1080p with audio; CPU and NVDEC decoding;
-x264, SVT-AV1, NVENC when it opens), paper, preview (model latency at 640x480), profile
-(torch.profiler over the 4K pipeline: what bounds it), compile (torch.compile with CUDA graphs),
-aoti (AOTInductor, when it compiles within its limit).
+four sizes), e2e_4k and e2e_1080p (the pipeline at 960x540 -> 4K and 480x270 -> 1080p with audio;
+CPU and NVDEC decoding; x264, SVT-AV1, NVENC when it opens), paper, preview (model latency at
+640x480), profile (torch.profiler over the 4K pipeline: what bounds it), convert (fp16 -> YUV, eager
+vs torch.compile), compile (torch.compile with CUDA graphs), aoti (AOTInductor, when it compiles
+within its limit).
 
 Writes under --out ($OUT, else ./out): summary.json, gpu_check_<device>_<date>.json (every part's
 full result) and .md (the tables), gpu_check.log (every part's output), and throughput_*.json /
@@ -48,7 +49,16 @@ from .common import (
     write_json,
     write_text,
 )
-from .gpu_parts import DEVICE_PLAN, DRY_PLAN, PART_FUNCTIONS, PARTS, Context, Plan, default_weights_dir
+from .gpu_parts import (
+    DEVICE_PLAN,
+    DRY_PLAN,
+    E2E_PARTS,
+    PART_FUNCTIONS,
+    PARTS,
+    Context,
+    Plan,
+    default_weights_dir,
+)
 
 Doc = dict[str, Any]
 MIN_PART_S = 3.0  # a part with less than this left of the budget is not started
@@ -121,6 +131,20 @@ def _doc(results: dict[str, Doc], part: str, key: str) -> Doc | None:
     return r["result"][key] if r and r["status"] == "ok" else None
 
 
+def _merged(results: dict[str, Doc], parts: tuple[str, ...], key: str, items: str) -> Doc | None:
+    """One result document of several parts' (the first one's machine, everyone's cases or runs)."""
+    docs = [d for p in parts if (d := _doc(results, p, key))]
+    if not docs:
+        return None
+    merged = {**docs[0], items: [c for d in docs for c in d[items]]}
+    if "clips" in docs[0]:
+        merged["clips"] = [c for d in docs for c in d["clips"]]
+    return merged
+
+
+MODEL_PARTS = ("throughput", "paper", "compile", "aoti")
+
+
 def _why_not(results: dict[str, Doc], *parts: str) -> str | None:
     """Why a figure from `parts` is missing when one of them did not run to the end."""
     why = []
@@ -140,16 +164,16 @@ def _fps(doc: Doc | None, size: tuple[int, int], batch: int) -> float | str:
 
 def build_summary(plan: Plan, results: dict[str, Doc], files: Doc) -> Doc:
     """benchmarks.summary's figures from the parts' documents, plus EXTRA; each a number or 'skipped: why'."""
-    docs = [d for p in ("throughput", "paper", "compile", "aoti") if (d := _doc(results, p, "throughput"))]
-    merged = {**docs[0], "cases": [c for d in docs for c in d["cases"]]} if docs else None
+    merged = _merged(results, MODEL_PARTS, "throughput", "cases")
+    e2e = _merged(results, E2E_PARTS, "pipeline", "runs")
     big, small = parse_sizes(plan.e2e_sizes)
     paper = parse_sizes(plan.paper_sizes)[0] if plan.dry_run else (128, 128)
-    s = summary.summarize(merged, _doc(results, "pipeline", "pipeline"), "tiny", files, (big, small, paper))
+    s = summary.summarize(merged, e2e, "tiny", files, (big, small, paper))
     sources = {
-        "e2e_fps_960x540_to_3840x2160": ("pipeline",),
-        "e2e_fps_480x270_to_1920x1080": ("pipeline",),
+        "e2e_fps_960x540_to_3840x2160": (E2E_PARTS[0],),
+        "e2e_fps_480x270_to_1920x1080": (E2E_PARTS[1],),
         "model_ms_paper_128_to_512_batch8": ("paper",),
-        "e2e_over_model_ratio": ("pipeline",),
+        "e2e_over_model_ratio": (E2E_PARTS[0],),
         "speed_over_animevideov3_960x540": ("throughput",),
     }
     for key, parts in sources.items():
@@ -213,14 +237,12 @@ def write_results(plan: Plan, results: dict[str, Doc], out: Path, results_dir: P
     env = _doc(results, "env", "env") or {"device": "?", "device_name": "unknown", "date": _now()}
     stem = result_stem("gpu_check", env)
     files: Doc = {}
-    docs = [d for p in ("throughput", "paper", "compile", "aoti") if (d := _doc(results, p, "throughput"))]
-    if docs:  # one throughput file of every model-only case, as benchmarks.summary reads them
-        merged = {**docs[0], "cases": [c for d in docs for c in d["cases"]]}
+    if merged := _merged(results, MODEL_PARTS, "throughput", "cases"):  # as benchmarks.summary reads them
         name = result_stem("throughput", merged["env"]) + ".json"
         merged["files"] = {"json": name, "markdown": None, "plot": None}
         write_json(out / name, merged)
         files["throughput"] = [name]
-    if pl := _doc(results, "pipeline", "pipeline"):
+    if pl := _merged(results, E2E_PARTS, "pipeline", "runs"):
         name = result_stem("pipeline", pl["env"]) + ".json"
         write_json(out / name, {**pl, "files": {"json": name, "markdown": None}})
         files["pipeline"] = name
@@ -231,15 +253,14 @@ def write_results(plan: Plan, results: dict[str, Doc], out: Path, results_dir: P
     short = to_markdown(s, results)
     table = ""
     if prof := _doc(results, "profile", "top_host"):
-        top, conv = _doc(results, "profile", "top_device"), _doc(results, "profile", "conversion")
+        top = _doc(results, "profile", "top_device")
         table += f"\nprofile (end to end, tiny, first e2e size)\n\n```\n{top or ''}\n{prof}\n```\n"
+    if conv := results.get("convert", {}).get("result"):
         table += f"\nfp16 output -> YUV, eager vs torch.compile: {conv}\n"
-    for part, key, fmt in (
-        ("throughput", "throughput", throughput.to_markdown),
-        ("pipeline", "pipeline", pipeline.to_markdown),
-    ):
-        if d := _doc(results, part, key):
-            table += f"\n{part}\n\n{fmt(d)}"
+    if merged:
+        table += f"\nmodel only\n\n{throughput.to_markdown(merged)}"
+    if pl:
+        table += f"\nend to end\n\n{pipeline.to_markdown(pl)}"
     write_text(out / f"{stem}.md", short + table)
     write_json(out / f"{stem}.json", {"plan": dataclasses.asdict(plan), "parts": results, "summary": s})
     print(table)

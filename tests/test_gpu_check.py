@@ -76,7 +76,7 @@ def test_dry_run_files_fit_what_comes_back_from_the_device(dry_run: tuple[Path, 
     assert doc["parts"]["throughput"]["result"]["throughput"]["cases"]  # the full documents are kept
     profile = doc["parts"]["profile"]["result"]
     assert profile["frames"] == DRY_PLAN.profile_frames and "aten::" in profile["top_host"]
-    assert profile["conversion"]["max_code_value_difference"] == 0  # dynamo-traced, unfused: the same ops
+    assert doc["parts"]["convert"]["result"]["max_code_value_difference"] == 0  # dynamo, unfused: same ops
     [tp] = [p for p in files if p.name.startswith("throughput_")]
     [pl] = [p for p in files if p.name.startswith("pipeline_")]
     assert s["sources"] == {"throughput": [tp.name], "pipeline": pl.name}
@@ -87,12 +87,13 @@ def test_dry_run_files_fit_what_comes_back_from_the_device(dry_run: tuple[Path, 
 
 def test_a_part_that_did_not_run_is_named_in_each_figure_it_feeds() -> None:
     results: dict[str, dict[str, Any]] = {
-        "pipeline": {"status": "failed", "reason": "exit code 1: boom", "seconds": 1.0},
+        "e2e_4k": {"status": "failed", "reason": "exit code 1: boom", "seconds": 1.0},
         "tests": {"status": "skipped", "reason": "the budget of 420 s was spent"},
     }
     s = gpu_check.build_summary(DEVICE_PLAN, results, {})
-    assert s["e2e_fps_960x540_to_3840x2160"] == "skipped: part pipeline failed: exit code 1: boom"
-    assert s["e2e_over_model_ratio"] == "skipped: part pipeline failed: exit code 1: boom"
+    assert s["e2e_fps_960x540_to_3840x2160"] == "skipped: part e2e_4k failed: exit code 1: boom"
+    assert s["e2e_over_model_ratio"] == "skipped: part e2e_4k failed: exit code 1: boom"
+    assert s["e2e_fps_480x270_to_1920x1080"] == "skipped: part e2e_1080p was not run (--parts)"
     assert s["gpu_tests_failed"] == "skipped: part tests skipped: the budget of 420 s was spent"
     assert s["model_fps_tiny_eager"] == "skipped: part throughput was not run (--parts)"
     assert all(_figure_ok(s[k]) for k in gpu_check.HEADLINE)
