@@ -68,3 +68,15 @@ def test_seed_beyond_64_bits_is_a_usage_error(tmp_path, clip, tiny_weights):
     r = run_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights, "--seed", str(2**70))
     assert r.returncode == 2 and b"--seed" in r.stderr and b"Traceback" not in r.stderr, r.stderr.decode()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_bad_preset_is_one_line_on_the_command_line(tmp_path, clip, tiny_weights):
+    """x264 printed its own 'x264 [error]: invalid preset' above our line; now our line says it."""
+    r = run_cli(clip, tmp_path / "out.mkv", "--weights", tiny_weights, "--preset", "nosuch")
+    lines = [line for line in r.stderr.decode().splitlines() if line.strip()]
+    assert r.returncode == 1 and len(lines) == 1, r.stderr.decode()
+    assert lines[0] == (
+        "gtasr-stream: error: libx264 cannot start with --preset nosuch "
+        "(x264 [error]: invalid preset 'nosuch'); check the values"
+    )
+    assert list(tmp_path.iterdir()) == []

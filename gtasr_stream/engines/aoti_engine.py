@@ -15,11 +15,9 @@ import contextlib
 import copy
 import hashlib
 import logging
-import os
 import platform
 import shutil
 import sys
-import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ..errors import UserError
+from ..errors import UserError, held_stderr
 from ..files import atomic_path
 from ..model import SCALE, ConsistencyModel, pad_bottom_right, sample_padded
 from .onnx_engine import PRECISIONS, default_cache_dir, weights_sha256
@@ -195,28 +193,19 @@ def _torch_quiet() -> Iterator[Callable[[], str]]:
 
     torch logs "Loading outdated pt2 file" for ANY file its new loader refuses (a stale package, a
     wrong file) and its C++ loader prints to file descriptor 2 directly; our own message says what
-    happened instead.  The load takes well under a second, so little else can be written meanwhile.
+    happened instead.
     """
     names = ("torch._inductor.package.package", "torch.export.pt2_archive._package")
     loggers = [logging.getLogger(n) for n in names]
     was = [lg.disabled for lg in loggers]
-    text = ""
-    with tempfile.TemporaryFile() as held:
-        sys.stderr.flush()
-        saved = os.dup(2)
-        try:
-            for lg in loggers:
-                lg.disabled = True
-            os.dup2(held.fileno(), 2)
-            yield lambda: text
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            for lg, w in zip(loggers, was, strict=True):
-                lg.disabled = w
-            held.seek(0)
-            text = held.read().decode(errors="replace")
+    try:
+        for lg in loggers:
+            lg.disabled = True
+        with held_stderr() as said:
+            yield said
+    finally:
+        for lg, w in zip(loggers, was, strict=True):
+            lg.disabled = w
 
 
 def aoti_step(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from fractions import Fraction
 from typing import Any
 
 import av
 
-from ..errors import UserError
+from ..errors import UserError, held_stderr
 
 # Which encoder option takes --crf, and its default when --crf is not given.
 CRF_OPTION: dict[str, tuple[str, float]] = {
@@ -85,13 +86,18 @@ def check_encoder_settings(
         ctx.color_range = 2  # JPEG is full range; the real stream is told so in `Sink.start`
     ctx.options = dict(options)
     try:
-        ctx.open()
+        with held_stderr() as printed:  # x264 prints "x264 [error]: invalid preset" itself: ours says it
+            ctx.open()
     except (av.FFmpegError, ValueError, OSError) as e:
         flags = [f"--preset {preset}"] if preset else []
         flags += [f"-e {k}={v}" for k, v in extra.items()]
         said = f" with {', '.join(flags)}" if flags else ""
-        reason = getattr(e, "strerror", None) or str(e)
+        lines = printed().splitlines(keepends=True)
+        errors = [line.strip() for line in lines if "error" in line.lower()]  # the encoder's own words
+        sys.stderr.write("".join(line for line in lines if "error" not in line.lower()))  # not ours: out
+        reason = errors[-1] if errors else getattr(e, "strerror", None) or str(e)
         raise UserError(f"{codec} cannot start{said} ({reason}); check the values") from None
+    sys.stderr.write(printed())  # opened: whatever it said (a banner at most) goes out as before
     unknown = [k for k in extra if k in (ctx.options or {})]  # what the encoder left unread
     if unknown:
         raise UserError(f"-e {unknown[0]}: {codec} has no option '{unknown[0]}'")
