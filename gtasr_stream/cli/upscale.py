@@ -95,6 +95,22 @@ def _parse_kv(ctx: click.Context, param: click.Parameter, values: tuple[str, ...
 )
 @click.option("--duration", metavar="TIME", help="Upscale this long (seconds or [HH:]MM:SS[.ms]).")
 @click.option("--frames", "max_frames", type=int, metavar="N", help="Upscale at most N frames.")
+@click.option(
+    "--segment",
+    type=float,
+    metavar="SECONDS",
+    help="Upscale in segments of about this length (cut at keyframes) kept in OUT.gtasr-segments/, so that"
+    " the same command after a crash resumes; 0: one pass. Default: 60 s segments for inputs over 10 minutes"
+    " and whenever -d names several devices or --ray is given.",
+)
+@click.option("--restart", is_flag=True, help="Throw away the segments of an earlier run into OUT.")
+@click.option(
+    "--ray",
+    "ray_address",
+    metavar="ADDRESS",
+    help="Run the segments as tasks on the Ray cluster at ADDRESS ('auto': the one this machine is in);"
+    " IN and OUT's folder must be on storage every machine sees.",
+)
 @click.option("--no-copy-audio", is_flag=True, help="Leave audio streams out.")
 @click.option("--no-copy-subtitles", is_flag=True, help="Leave subtitle streams out.")
 @click.option("--no-copy-data", is_flag=True, help="Leave data streams out.")
@@ -122,6 +138,9 @@ def upscale(
     start: str | None,
     duration: str | None,
     max_frames: int | None,
+    segment: float | None,
+    restart: bool,
+    ray_address: str | None,
     no_copy_audio: bool,
     no_copy_subtitles: bool,
     no_copy_data: bool,
@@ -152,6 +171,7 @@ def upscale(
             output,
             out,
             cut=make_cut(start, duration, max_frames),
+            long=dict(flag=segment, restart=restart, ray_address=ray_address),
             engine=upscaler_kwargs(model),
             outscale=outscale,
             hwaccel=hwaccel,
@@ -179,6 +199,7 @@ def _upscale(
     out: Printer,
     *,
     cut: Cut | None,
+    long: dict[str, Any],
     engine: dict[str, Any],
     encode: dict[str, Any],
     hwaccel: Any,
@@ -195,11 +216,18 @@ def _upscale(
         progress.set_phase("loading the model")
         from ..engines.upscaler import Upscaler  # importing torch is slow: not for --help
         from ..pipeline import Stats, upscale_video
+        from ..segmented import devices_of, segment_seconds, upscale_segmented
         from ..video.writer import EncodeOptions
 
-        up = Upscaler(on_warning=out.warn, **engine)
-        if up.backend_note and (up.backend != "torch" or up.device.type == "cuda"):  # auto chose: say which
-            out.info(f"backend {up.backend} ({up.backend_note}; --backend picks another)")
+        devices = devices_of(engine["device"])
+        several = len(devices) > 1 or long["ray_address"] is not None
+        up = None
+        if not several:  # else each worker loads its own
+            up = Upscaler(on_warning=out.warn, **engine)
+            if up.backend_note and (
+                up.backend != "torch" or up.device.type == "cuda"
+            ):  # auto chose: say which
+                out.info(f"backend {up.backend} ({up.backend_note}; --backend picks another)")
         opts = EncodeOptions(**encode)
 
         def on_progress(s: Stats) -> None:
@@ -209,18 +237,40 @@ def _upscale(
             if len(jobs) > 1:
                 progress.start_file(f"[{n}/{len(jobs)}] {Path(src).name}: ")
             try:
-                stats = upscale_video(
-                    src,
-                    dst,
-                    up,
-                    opts,
-                    outscale=outscale,
-                    overwrite=overwrite,
-                    hwaccel=hwaccel,
-                    cut=cut,
-                    on_progress=on_progress,
-                    on_warning=out.warn,
-                )
+                seconds = segment_seconds(src, dst, long["flag"], cut, several)
+                if seconds is not None and dst is not None:
+                    stats = upscale_segmented(
+                        src,
+                        dst,
+                        seconds=seconds,
+                        engine=engine,
+                        encode=opts,
+                        outscale=outscale,
+                        hwaccel=hwaccel,
+                        cut=cut,
+                        upscaler=up,
+                        devices=devices,
+                        ray_address=long["ray_address"],
+                        restart=long["restart"],
+                        overwrite=overwrite,
+                        on_progress=on_progress,
+                        on_warning=out.warn,
+                        on_note=out.info,
+                    )
+                else:
+                    assert up is not None  # several devices always segment
+                    stats = upscale_video(
+                        src,
+                        dst,
+                        up,
+                        opts,
+                        outscale=outscale,
+                        overwrite=overwrite,
+                        hwaccel=hwaccel,
+                        cut=cut,
+                        on_progress=on_progress,
+                        on_warning=out.warn,
+                    )
             except UserError as e:
                 if len(jobs) == 1:
                     raise
@@ -229,20 +279,21 @@ def _upscale(
                 failed.append((src, str(e)))
                 continue
             if not out.quiet:
-                _report(stats, dst, up)
+                _report(stats, dst, up, ",".join(devices) if several else "")
     finally:
         progress.stop()
     if len(jobs) > 1:
         _summary(jobs, failed, out.quiet)
 
 
-def _report(stats: Any, dst: str | None, up: Any) -> None:
+def _report(stats: Any, dst: str | None, up: Any, workers: str) -> None:
     h, w = stats.out_size
     fps = stats.encoded / stats.elapsed if stats.elapsed else 0.0
     where = "nowhere (benchmark)" if dst is None else escape(dst)
+    on = f"{up.device} {str(up.dtype).removeprefix('torch.')} ({up.backend})" if up is not None else workers
     console.print(
         f"wrote {stats.encoded} frames at {w}x{h} ({stats.codec}) to {where} in {stats.elapsed:.1f} s,"
-        f" {fps:.2f} fps on {up.device} {str(up.dtype).removeprefix('torch.')} ({up.backend})",
+        f" {fps:.2f} fps on {on}",
         soft_wrap=True,
     )
     if dst is None:

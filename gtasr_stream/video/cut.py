@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the CLI parses times before the slow imports (torch comes w
 
 # Once the video of a cut is complete, the other streams' packets up to END are at most this far
 # behind in the file (muxers interleave within about a second; MP4 chunks can hold a few).
-_INTERLEAVE = Fraction(10)
+INTERLEAVE = Fraction(10)
 _TIME = re.compile(r"^(?:(\d+):)?(?:(\d+):)?(\d+(?:\.\d*)?|\.\d+)$")
 
 
@@ -135,20 +135,8 @@ def cut_items(
     def release(upto: Fraction | None) -> Iterator[av.Packet]:
         """Decide on the held packets that start before `upto` (None: all of them)."""
         while held and (upto is None or _time(held[0]) < upto):
-            p = held.popleft()
-            t0 = _time(p)
-            t1 = t0 + (p.duration or 0) * p.time_base
-            after = cut.start is None or t1 > cut.start or t0 >= cut.start
-            if after and (end is None or t0 < end):
-                if p.stream.type == "subtitle" and cut.start is not None and t0 < cut.start and p.duration:
-                    # a cue on screen at START: from START on (its text unchanged), never before 0 in OUT
-                    late = _ticks(cut.start - t0, p.time_base)
-                    p.pts, p.dts, p.duration = _plus(p.pts, late), _plus(p.dts, late), p.duration - late
-                shift = _ticks(cut.shift, p.time_base)
-                if p.pts is not None:
-                    p.pts -= shift
-                if p.dts is not None:
-                    p.dts -= shift
+            p = trim_packet(held.popleft(), cut, end)
+            if p is not None:
                 yield p
 
     import av
@@ -169,11 +157,30 @@ def cut_items(
             yield from release(t)
             item.pts -= video_shift
             yield item
-        elif done and end is not None and _time(item) > end + _INTERLEAVE:
+        elif done and end is not None and _time(item) > end + INTERLEAVE:
             break
         else:
             held.append(item)
     yield from release(None)
+
+
+def trim_packet(p: av.Packet, cut: Cut, end: Fraction | None) -> av.Packet | None:
+    """The packet with its timestamps shifted if it overlaps [cut.start, end), else None."""
+    t0 = _time(p)
+    t1 = t0 + (p.duration or 0) * p.time_base
+    after = cut.start is None or t1 > cut.start or t0 >= cut.start
+    if not after or (end is not None and t0 >= end):
+        return None
+    if p.stream.type == "subtitle" and cut.start is not None and t0 < cut.start and p.duration:
+        # a cue on screen at START: from START on (its text unchanged), never before 0 in OUT
+        late = _ticks(cut.start - t0, p.time_base)
+        p.pts, p.dts, p.duration = _plus(p.pts, late), _plus(p.dts, late), p.duration - late
+    shift = _ticks(cut.shift, p.time_base)
+    if p.pts is not None:
+        p.pts -= shift
+    if p.dts is not None:
+        p.dts -= shift
+    return p
 
 
 def _plus(ts: int | None, ticks: int) -> int | None:

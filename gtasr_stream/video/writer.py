@@ -188,8 +188,10 @@ class Sink:
         warn: Callable[[str], None],
         overwrite: bool = False,  # replace a file that appears at `dst` while we work
         source: Any = None,  # the input container: its tags, chapters and timecode are kept
+        video_template: Any = None,  # a stream of encoded video (segments.py): `mux_video` copies its packets
     ) -> None:
         self.dst, self.warn, self.overwrite = dst, warn, overwrite
+        self.template = video_template
         self.audio_codec = opts.audio_codec
         self.height, self.width = out_size
         self.tmp: Path | None = None  # what we write, renamed onto `self.final` when complete
@@ -339,7 +341,10 @@ class Sink:
     def _add_video_stream(self, out: Any, opts: EncodeOptions, info: VideoInfo) -> Any:
         options = encoder_options(self.codec, opts.crf, opts.preset, opts.options)
         try:
-            stream = out.add_stream(self.codec, rate=info.rate, options=options)
+            if self.template is not None:  # packets encoded elsewhere, with these settings
+                stream = out.add_stream_from_template(self.template)
+            else:
+                stream = out.add_stream(self.codec, rate=info.rate, options=options)
         except (av.FFmpegError, ValueError) as e:
             raise UserError(f"-c/--codec: cannot use {self.codec} in {out.format.name} ({e})") from None
         cc: Any = stream.codec_context
@@ -408,6 +413,11 @@ class Sink:
         frame.time_base = self.video.codec_context.time_base
         self._mux_all(self.video.encode(frame))
 
+    def mux_video(self, packet: av.Packet) -> None:
+        """Copy one packet of the video template's stream (pts in the input's time base)."""
+        packet.stream = self.video
+        self._mux_all([packet])
+
     def mux(self, packet: av.Packet) -> None:
         """Copy one packet of another stream untouched (timestamps rebased by the muxer)."""
         out = self.stream_map.get(packet.stream.index)
@@ -449,7 +459,8 @@ class Sink:
         if not self.started:
             self.abort()
             return
-        self._mux_all(self.video.encode(None))
+        if self.template is None:
+            self._mux_all(self.video.encode(None))
         for index, src in self.convert.items():
             if src.type == "audio":
                 self._mux_all(audio.reencode(src, self.stream_map[index], None))
