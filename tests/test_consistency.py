@@ -117,6 +117,29 @@ def test_sample_one_step_on_a_multiple_is_one_model_call(model: ConsistencyModel
     torch.testing.assert_close(out, direct)
 
 
+def test_sample_one_step_computes_the_bicubic_once_with_the_same_result(
+    model: ConsistencyModel, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """x_T's bicubic and the network's bicubic residual are the same HR pass (NOTES.md candidate 6):
+    computed once, and bit for bit what the network computing its own gives."""
+    g = torch.Generator().manual_seed(5)
+    lq = torch.rand(2, 3, 32, 64, generator=g) * 2 - 1
+    eps = torch.randn(1, 3, 128, 256, generator=g)
+    with torch.no_grad():
+        two_passes = model(upsample_lq(lq) + eps, torch.ones(2), lq).clamp(-1, 1)  # the net's own bicubic
+        modes: list[str] = []
+        interpolate = torch.nn.functional.interpolate
+
+        def counting(*args: object, **kw: object) -> torch.Tensor:
+            modes.append(str(kw.get("mode")))
+            return interpolate(*args, **kw)  # type: ignore[arg-type]
+
+        monkeypatch.setattr(torch.nn.functional, "interpolate", counting)
+        out = sample_one_step(model, lq, eps)
+    assert modes.count("bicubic") == 1, modes  # was 2: upsample for x_T, again in GTASRNet.forward
+    assert torch.equal(out, two_passes)
+
+
 def test_sample_one_step_noise(model: ConsistencyModel) -> None:
     g = torch.Generator().manual_seed(4)
     lq = torch.rand(1, 3, 20, 30, generator=g) * 2 - 1

@@ -78,12 +78,13 @@ class ConsistencyModel(nn.Module):
         """LR height and width the network needs to be multiples of."""
         return self.net.cfg.multiple
 
-    def forward(self, x: Tensor, eta: Tensor, lq: Tensor) -> Tensor:
-        # x (B,3,4h,4w), eta (B,) in [0,1], lq (B,3,h,w); all in the model's dtype
+    def forward(self, x: Tensor, eta: Tensor, lq: Tensor, up: Tensor | None = None) -> Tensor:
+        # x (B,3,4h,4w), eta (B,) in [0,1], lq (B,3,h,w); all in the model's dtype; up: the bicubic
+        # x4 of lq if the caller has it (GTASRNet.forward)
         e = eta.float()  # coefficients in float32: c_noise takes a log near 0
         skip = c_skip(e).to(x.dtype)[:, None, None, None]
         out = c_out(e).to(x.dtype)[:, None, None, None]
-        return skip * x + out * self.net(x, c_noise(e).to(x.dtype), lq)
+        return skip * x + out * self.net(x, c_noise(e).to(x.dtype), lq, up)
 
 
 def pad_bottom_right(x: Tensor, ph: int, pw: int) -> Tensor:
@@ -104,10 +105,11 @@ def sample_padded(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Te
     torch.export can reason about the sizes symbolically.
     """
     b, _, h, w = lq.shape
-    y = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False).clamp(-1.0, 1.0)
+    up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
+    y = up.clamp(-1.0, 1.0)
     x = y if eps is None else y + eps
     eta = torch.ones(b, dtype=lq.dtype, device=lq.device)
-    return model(x, eta, lq).clamp(-1.0, 1.0)
+    return model(x, eta, lq, up).clamp(-1.0, 1.0)  # the network's bicubic residual is this `up`
 
 
 def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Tensor:

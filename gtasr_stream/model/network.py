@@ -321,8 +321,10 @@ class GTASRNet(nn.Module):
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)  # type: ignore[arg-type]  # Conv2d default bias=True
 
-    def forward(self, x: Tensor, c_noise: Tensor, lq: Tensor) -> Tensor:
-        # x (B,3,4h,4w), c_noise (B,) float, lq (B,3,h,w); h, w multiples of cfg.multiple
+    def forward(self, x: Tensor, c_noise: Tensor, lq: Tensor, up: Tensor | None = None) -> Tensor:
+        # x (B,3,4h,4w), c_noise (B,) float, lq (B,3,h,w); h, w multiples of cfg.multiple; up: the
+        # bicubic x4 of lq (unclamped) when the caller already has it (sample_padded does, for x_T):
+        # one HR-size bicubic pass instead of two
         b, _, h, w = lq.shape
         assert x.shape == (b, 3, SCALE * h, SCALE * w), (x.shape, lq.shape)
         assert h % self.cfg.multiple == 0 and w % self.cfg.multiple == 0, (h, w)
@@ -345,8 +347,8 @@ class GTASRNet(nn.Module):
             t = blk(t, emb)
         out = self.head(t)  # (B,3,4h,4w), unbounded
         if self.cfg.bicubic_residual:
-            # an explicit size, not scale_factor: torch.export reasons about it symbolically
-            up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
+            if up is None:  # an explicit size, not scale_factor: torch.export reasons about it symbolically
+                up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
             out = out + up
         return out
 
