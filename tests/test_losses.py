@@ -18,6 +18,7 @@ from training.losses import (
     distance,
     dtm_loss,
     grid_loss,
+    phase_bias,
     rect_loss,
     sobel,
     ta_loss,
@@ -206,3 +207,16 @@ def test_grid_loss_sees_a_faint_grid_that_charbonnier_does_not() -> None:
     assert plain.grad is not None and bool(plain.grad.abs().sum() > 0)
     with pytest.raises(ValueError, match="multiples of 4"):
         grid_loss(x0[..., :126], x0[..., :126])
+
+
+def test_phase_bias_counts_a_grid_in_code_values() -> None:
+    """One phase of every 4x4 block one code value off: about 1 (15/16, less the mean over phases),
+    whatever the rest of the error does on average; an error the same on every phase scores 0."""
+    x0 = torch.rand(2, 3, 64, 64) * 2 - 1
+    one = torch.zeros(4, 4)
+    one[1, 2] = 2 / 255  # one code value on the [-1, 1] scale
+    got = phase_bias(x0 + one.repeat(16, 16), x0)
+    torch.testing.assert_close(got, torch.full((2,), 15 / 16), atol=1e-4, rtol=0)
+    assert float(phase_bias(x0 + 0.1, x0).max()) < 1e-8
+    with pytest.raises(ValueError, match="multiples of 4"):
+        phase_bias(x0[..., :62], x0[..., :62])

@@ -135,7 +135,10 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     gridded = dataclasses.replace(on, grid_loss=0.1)
     with_grid = batch_terms(gridded, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
     assert with_grid["grid"].shape == (2,) and with_grid["grid"].requires_grad
-    assert "direct_rect" not in with_grid
+    assert "direct_rect" not in with_grid and "phase" not in with_grid
+    phased = dataclasses.replace(on, phase_loss=1.0)
+    with_phase = batch_terms(phased, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    assert with_phase["phase"].shape == (2,) and with_phase["phase"].requires_grad
     # --direct-rect W: rect_loss (LPIPS of the Sobel maps) of that same output
     edged = dataclasses.replace(on, direct_rect=0.5)
     with_rect = batch_terms(edged, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

@@ -76,6 +76,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of a penalty on a 4-pixel grid in that output (needs --direct-loss); 0: off.",
         ),
         click.option(
+            "--phase-loss",
+            type=click.FloatRange(0),
+            default=d["phase_loss"].default,
+            show_default=True,
+            help="Weight of a penalty on the error's bias per 4x4 pixel phase (needs --direct-loss); 0: off.",
+        ),
+        click.option(
             "--direct-rect",
             type=click.FloatRange(0),
             default=d["direct_rect"].default,

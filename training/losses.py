@@ -166,6 +166,22 @@ def grid_loss(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
     return torch.stack(ratios, 1).mean(1)
 
 
+def phase_bias(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
+    """The error's mean at each of the period x period pixel phases, less their mean, squared and
+    summed, in 8-bit code values squared -> (B,).
+
+    The grid that grid_loss scores in the spectrum shows most on flat areas (skin, sky), where it is
+    a bias shared by every LR pixel's 4x4 block; textured training crops hide it among real error, so
+    this measures that bias directly: a bias of one code value on one phase scores about 1.
+    """
+    b, c, h, w = x0_hat.shape
+    if h % period or w % period:
+        raise ValueError(f"phase_bias: H, W must be multiples of {period}, got {h}x{w}")
+    err = (x0_hat - x0).reshape(b, c, h // period, period, w // period, period)
+    phases = err.mean((2, 4)) * 127.5  # (B,C,p,p) in code values ([-1,1] spans 255)
+    return (phases - phases.mean((2, 3), keepdim=True)).square().sum((2, 3)).mean(1)
+
+
 # ------------------------------------------------------------------------------------ weighting
 
 
@@ -179,6 +195,7 @@ class LossWeights:
     rect: float = 1.0  # L_rect, Stage II
     direct: float = 1.0  # our addition, on only with --direct-loss: the noise-free one-step output
     grid: float = 1.0  # our addition, on only with --grid-loss: grid_loss of that same output
+    phase: float = 1.0  # our addition, on only with --phase-loss: phase_bias of that same output
     direct_rect: float = 1.0  # our addition, on only with --direct-rect: rect_loss of that same output
 
 

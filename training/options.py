@@ -36,6 +36,9 @@ class TrainOptions:
     # Weight of grid_loss on that output (the error's power at the harmonics of a 4-pixel grid, over
     # its mean power); needs direct_loss > 0. 0: off
     grid_loss: float = 0.0
+    # Weight of phase_bias on that output: the error's bias per 4x4 pixel phase (the grid on flat
+    # areas), in code values squared. Needs direct_loss > 0. 0: off
+    phase_loss: float = 0.0
     # Weight of rect_loss (LPIPS of the Sobel maps, Stage II's structural term) on that output: edges
     # as sharp as the HR's, where LPIPS and Charbonnier alone settle for blur. Needs direct_loss > 0. 0: off
     direct_rect: float = 0.0

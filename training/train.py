@@ -46,6 +46,7 @@ from .losses import (
     ct_loss,
     dtm_loss,
     grid_loss,
+    phase_bias,
     rect_loss,
     ta_loss,
 )
@@ -120,6 +121,8 @@ def batch_terms(
         terms["direct"] = share * lpips(out, x0) + (1 - share) * charbonnier(out, x0)
         if cfg.grid_loss > 0:
             terms["grid"] = grid_loss(out, x0)
+        if cfg.phase_loss > 0:
+            terms["phase"] = phase_bias(out, x0)
         if cfg.direct_rect > 0:  # Stage II's structural term, on the output users get
             terms["direct_rect"] = rect_loss(lpips, out, x0)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
@@ -179,7 +182,9 @@ def train(
     lpips = load_lpips(cfg.lpips).to(device)
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    weights = LossWeights(direct=cfg.direct_loss, grid=cfg.grid_loss, direct_rect=cfg.direct_rect)
+    weights = LossWeights(
+        direct=cfg.direct_loss, grid=cfg.grid_loss, phase=cfg.phase_loss, direct_rect=cfg.direct_rect
+    )
     if cfg.degradation not in PROFILES:
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
     ckpt_dir = cfg.out / "checkpoints"
