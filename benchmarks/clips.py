@@ -3,6 +3,7 @@ first frames of a real clip cut by stream copy. PyAV only; no other benchmark co
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,33 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 30, 
         noise = torch.rand(1, 3, max(2, th // div), max(2, tw // div), generator=g)
         texture += weight * F.interpolate(noise, size=(th, tw), mode="bicubic", align_corners=False)
     rgb = (texture[0].clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()  # (th,tw,3)
+    crops = (np.ascontiguousarray(rgb[i : i + height, 2 * i : 2 * i + width]) for i in range(frames))
+    return write_clip(path, crops, width, height, frames, rate, audio)
+
+
+def resized_clip(
+    path: Path, src: Path, width: int, height: int, frames: int, rate: int = 25, audio: bool = True
+) -> Path:
+    """The first `frames` frames of the real clip `src` resized to width x height (bicubic), written
+    like `make_clip` (H.264, and an AAC tone when `audio`): real content at a size no clip has."""
+
+    def rgb() -> Iterator[np.ndarray]:
+        with av.open(str(src)) as c:
+            for i, f in enumerate(c.decode(video=0)):
+                if i == frames:
+                    return
+                yield f.reformat(
+                    width=width, height=height, format="rgb24", interpolation="BICUBIC"
+                ).to_ndarray()
+
+    return write_clip(path, rgb(), width, height, frames, rate, audio)
+
+
+def write_clip(
+    path: Path, rgb: Iterable[np.ndarray], width: int, height: int, frames: int, rate: int, audio: bool
+) -> Path:
+    """H.264 yuv420p (crf 18, veryfast) of `frames` RGB (height,width,3) uint8 arrays at `rate` fps,
+    with a 440 Hz AAC tone as long as the video when `audio`, interleaved."""
     with av.open(str(path), "w") as out:
         video = out.add_stream("libx264", rate=rate, options={"preset": "veryfast", "crf": "18"})
         assert isinstance(video, av.VideoStream)
@@ -37,10 +65,10 @@ def make_clip(path: Path, width: int, height: int, frames: int, rate: int = 30, 
             a = av.AudioFrame.from_ndarray(np.stack([tone, tone]), format="fltp", layout="stereo")
             a.sample_rate, a.pts = AUDIO_RATE, 0
             sound = stream.encode(a) + stream.encode(None)  # PyAV cuts it into 1024-sample frames
+        images = iter(rgb)
         for i in range(frames + 1):
             if i < frames:
-                crop = rgb[i : i + height, 2 * i : 2 * i + width]
-                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(crop), format="rgb24")
+                frame = av.VideoFrame.from_ndarray(next(images), format="rgb24")
                 frame.pts, frame.time_base = i, Fraction(1, rate)
                 out.mux(video.encode(frame))
             else:

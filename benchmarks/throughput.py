@@ -72,7 +72,7 @@ class ThroughputOptions:
 
     presets: tuple[str, ...]  # our network presets (random weights: speed does not depend on values)
     backends: tuple[str, ...]  # Upscaler backends; one that cannot be built is recorded 'unavailable'
-    precisions: tuple[str, ...]  # fp32 | fp16 | bf16 | auto (fp16 on CUDA, fp32 on CPU)
+    precisions: tuple[str, ...]  # fp32 | fp16 | bf16 | auto (fp16 on CUDA; bf16 on CPUs with it native)
     batches: tuple[int, ...]  # frames per network call
     sizes: tuple[tuple[int, int], ...]  # LR input (width, height); outputs are 4x
     peers: tuple[str, ...]  # bicubic and peer networks, timed with PyTorch eager on every precision
@@ -344,7 +344,10 @@ def run(opts: ThroughputOptions, module: str = "benchmarks.throughput") -> dict[
     env = environment(device, module)
     n = opts.peak_size or (8192 if device.type == "cuda" else 2048)
     peaks = {}
-    for precision in opts.precisions:
+    # On the CPU both fp32 and bf16 peaks, whatever runs: the bf16 one is the ceiling of the default
+    # there, the fp32 one of --fp32 and the peers, and their ratio says how native bf16 is.
+    wanted = [*opts.precisions, *(("fp32", "bf16") if device.type == "cpu" else ())]
+    for precision in wanted:
         dtype = resolve_dtype(cast(Any, precision), device)
         if dtype_name(dtype) not in peaks:
             peaks[dtype_name(dtype)] = matmul_peak(device, dtype, n)
@@ -361,6 +364,10 @@ def run(opts: ThroughputOptions, module: str = "benchmarks.throughput") -> dict[
             for b in opts.batches:
                 rec = {**ident, "lr_size": [w, h], "hr_size": [SCALE * w, SCALE * h], "batch": b}
                 rec.update(time_case(s, b, (w, h), opts, device, peaks[s.precision]["tflops"], limit))
+                if rec.get("tflops"):  # against every measured peak (CPU: fp32 and bf16)
+                    rec["peak_fraction_by_dtype"] = {
+                        k: rec["tflops"] / v["tflops"] for k, v in peaks.items() if v["tflops"]
+                    }
                 rec["notes"] = list(s.notes)
                 cases.append(rec)
                 _say(_one_line(rec))
@@ -412,10 +419,12 @@ def to_markdown(doc: dict[str, Any]) -> str:
         for k, v in doc["matmul_peak"].items()
     )
     head = f"Measured matmul peak ({next(iter(doc['matmul_peak'].values()))['n']}³): {peaks}\n\n"
+    extra = [k for k in ("fp32", "bf16") if k in doc["matmul_peak"]] if len(doc["matmul_peak"]) > 1 else []
     rows = []
     for c in doc["cases"]:
         size = "" if c["lr_size"] is None else "{}x{} → {}x{}".format(*c["lr_size"], *c["hr_size"])
         pct = c.get("peak_fraction")
+        by = c.get("peak_fraction_by_dtype") or {}
         rows.append(
             [
                 c["model"],
@@ -428,6 +437,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
                 c.get("latency_ms"),
                 c.get("tflops"),
                 None if pct is None else 100 * pct,
+                *(None if k not in by else 100 * by[k] for k in extra),
                 c.get("vs_bicubic"),
                 c.get("vs_animevideov3"),
                 c["reason"] if c["status"] != "ok" else "",
@@ -444,6 +454,7 @@ def to_markdown(doc: dict[str, Any]) -> str:
         "ms/call",
         "TFLOP/s",
         "% of peak",
+        *(f"% of {k} peak" for k in extra),
         "× bicubic",
         "× animevideov3",
         "note",

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import av
 import pytest
 import torch
 from click.testing import CliRunner
@@ -204,9 +205,14 @@ def test_throughput_cli_minimal_case_writes_json_table_and_plot(
     assert env["command"].startswith("python -m benchmarks.throughput --presets tiny")
     assert {"date", "device_name", "cpu_model", "torch_threads", "versions"} <= env.keys()
     assert doc["matmul_peak"]["fp32"]["tflops"] > 0
+    assert doc["matmul_peak"]["bf16"]["tflops"] > 0  # on the CPU both ceilings, whatever precision ran
     cases = {(c["model"], c["backend"]): c for c in doc["cases"]}
     tiny = cases[("tiny", "torch")]
     assert tiny["status"] == "ok", tiny
+    fractions = tiny["peak_fraction_by_dtype"]
+    assert fractions[tiny["precision"]] == pytest.approx(tiny["peak_fraction"])
+    assert set(fractions) == {"fp32", "bf16"}
+    assert "% of fp32 peak" in (tmp_path / path.name.replace(".json", ".md")).read_text()
     assert tiny["fps"] > 0 and tiny["median_s"] > 0 and tiny["gmac_per_frame"] > 0 and tiny["tflops"] > 0
     assert tiny["lr_size"] == [32, 32] and tiny["hr_size"] == [128, 128] and tiny["batch"] == 1
     assert tiny["vs_bicubic"] == pytest.approx(tiny["fps"] / cases[("bicubic", "torch")]["fps"])
@@ -401,3 +407,32 @@ def test_summary_cli_merges_runs_writes_json_and_refuses_mixed_devices(tmp_path:
     (tmp_path / "pipeline_a.json").write_text(json.dumps(_pipeline_doc("Intel(R) Xeon(R) Processor")))
     result = CliRunner().invoke(summary.main, ["--results-dir", str(tmp_path)])
     assert result.exit_code != 0 and "different devices" in result.output
+
+
+# --------------------------------------------------------------------------------------------- cpu_e2e
+def test_cpu_e2e_summary_ratios_of_medians_and_per_round() -> None:
+    from benchmarks import cpu_e2e
+
+    runs = {
+        "gtasr": [{"wall_s": t} for t in (10.0, 12.0, 11.0)],
+        "realesr_animevideov3": [{"wall_s": t} for t in (30.0, 24.0, 33.0)],
+    }
+    s = cpu_e2e.summarise(runs, frames=24)
+    assert s["gtasr"]["median_s"] == 11.0 and s["gtasr"]["fps"] == pytest.approx(24 / 11)
+    assert s["gtasr"]["speed_vs_animevideov3"] == pytest.approx(30 / 11)
+    assert s["gtasr"]["speed_vs_animevideov3_per_round"] == pytest.approx(3.0)  # median of 3, 2, 3
+    assert s["realesr_animevideov3"]["speed_vs_animevideov3"] == 1
+
+
+def test_peer_video_upscales_a_clip_frame_by_frame_keeping_audio(tmp_path: Path) -> None:
+    """The peer's process: our decode and encode, bicubic in place of a network (no weights needed)."""
+    from benchmarks import peer_video
+    from benchmarks.clips import make_clip
+
+    src = make_clip(tmp_path / "in.mp4", 32, 24, frames=3)
+    dst = tmp_path / "out.mp4"
+    result = CliRunner().invoke(peer_video.main, [str(src), str(dst), "--peer", "bicubic"])
+    assert result.exit_code == 0, result.output
+    with av.open(str(dst)) as c:
+        assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (128, 96)
+        assert c.streams.audio and sum(1 for _ in c.decode(video=0)) == 3

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from gtasr_stream.engines.device import resolve_device
+from gtasr_stream.engines.device import cpu_has_native_bf16, resolve_device
 from gtasr_stream.files import atomic_path
 from gtasr_stream.model import (
     PRESETS,
@@ -71,12 +71,7 @@ def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     """
     if precision != "auto":
         return torch.bfloat16 if precision == "bf16" else None
-    if device.type == "cuda":
-        native = torch.cuda.is_bf16_supported()
-    else:
-        native = any(
-            getattr(torch.cpu, f"_is_{x}_supported", lambda: False)() for x in ("amx_tile", "avx512_bf16")
-        )
+    native = torch.cuda.is_bf16_supported() if device.type == "cuda" else cpu_has_native_bf16()
     return torch.bfloat16 if native else None
 
 

@@ -53,9 +53,17 @@ def model_options(*, batch: bool) -> Callable[[F], F]:
             help="Blend the two shipped models: 0 = video (detail), 1 = restore (noise removal), between = both.",
         ),
         click.option("-d", "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."),
-        click.option("--fp32", "precision", flag_value="fp32", help="Full precision (default on CPU)."),
         click.option(
-            "--bf16", "precision", flag_value="bf16", help="bfloat16 instead of the CUDA default float16."
+            "--fp32",
+            "precision",
+            flag_value="fp32",
+            help="Full precision, exact (default on CPUs without AMX or AVX512-BF16).",
+        ),
+        click.option(
+            "--bf16",
+            "precision",
+            flag_value="bf16",
+            help="bfloat16 (default on CPUs with AMX or AVX512-BF16; on CUDA instead of float16).",
         ),
     ]
     if batch:

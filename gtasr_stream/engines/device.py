@@ -33,10 +33,28 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 products in hardware: AMX tiles or AVX512-BF16.
+
+    oneDNN then runs bf16 convolutions and matmuls at 2-4x its fp32 speed (AMX Xeon, 2 cores: the tiny
+    net's convolutions took 116 ms instead of 492 ms a 480x270 frame, benchmarks/NOTES.md); elsewhere it
+    converts to fp32 and back, slower than plain fp32.  torch has no public query for this: the
+    private `torch.cpu._is_*_supported` (since 2.3) are read defensively, so a torch without them
+    reads as "no" and the CPU keeps fp32.
+    """
+    return any(
+        bool(getattr(torch.cpu, f"_is_{isa}_supported", lambda: False)())
+        for isa in ("amx_tile", "avx512_bf16")
+    )
+
+
 def resolve_dtype(precision: Precision, device: torch.device) -> torch.dtype:
-    """FP16 by default on CUDA (the speed path), FP32 on CPU (half precision is slow there)."""
+    """auto: FP16 on CUDA (the speed path); on the CPU bf16 where it is native (cpu_has_native_bf16:
+    the Upscaler runs it as autocast over float32 weights), else FP32 (emulated half precision is slow)."""
     if precision == "auto":
-        return torch.float16 if device.type == "cuda" else torch.float32
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if precision == "fp32":
         return torch.float32
     if precision == "fp16":

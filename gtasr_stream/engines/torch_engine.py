@@ -1,7 +1,8 @@
 """The PyTorch eager backend: the one-step sampler called as it is (CPU or CUDA, any precision).
 
 It owns no policy: noise, batching, tiling and the out-of-memory ladder are `upscaler.Upscaler`'s,
-which puts the model on its device, dtype and memory format before asking for a step.
+which puts the model on its device, dtype and memory format before asking for a step, and says
+whether to run it under autocast (bf16 on the CPU).
 """
 
 from __future__ import annotations
@@ -17,11 +18,18 @@ def torch_available() -> bool:
     return True
 
 
-def torch_step(model: ConsistencyModel) -> Step:
-    """The step for `--backend torch`: (lq, eps) -> hr with `model` on its own device and dtype."""
+def torch_step(model: ConsistencyModel, autocast: torch.dtype | None = None) -> Step:
+    """The step for `--backend torch`: (lq, eps) -> hr with `model` on its own device and dtype.
+
+    autocast: run the convolutions and linears in this dtype (CPU bf16) while the weights, GroupNorm,
+    the bicubic residual and the sums stay in the model's float32.
+    """
 
     def step(lq: torch.Tensor, eps: torch.Tensor | None) -> torch.Tensor:
         # lq (B,3,h,w) in [-1,1], eps (B or 1,3,4h,4w) or None, model's device/dtype -> (B,3,4h,4w)
-        return sample_one_step(model, lq, eps)
+        if autocast is None:
+            return sample_one_step(model, lq, eps)
+        with torch.autocast(lq.device.type, dtype=autocast):
+            return sample_one_step(model, lq, eps)  # float32: the head's bf16 + the fp32 bicubic
 
     return step

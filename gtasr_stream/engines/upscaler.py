@@ -62,13 +62,22 @@ class Upscaler:
         if batch < 1 or tile < 0 or tile_pad < 0:
             raise ValueError("batch must be >= 1, tile and tile_pad >= 0")
         self.device = resolve_device(device)
-        self.dtype = resolve_dtype(precision, self.device)
+        cpu = self.device.type == "cpu"
+        self.dtype = resolve_dtype(precision, self.device)  # the precision the network computes in
+        if cpu and precision == "auto" and backend in ("onnx", "aoti", "trt"):
+            self.dtype = torch.float32  # their CPU bf16 paths are not measured faster: the exact path
+        # CPU bf16 is autocast over float32 weights, not bf16 weights: the GroupNorms, the bicubic
+        # residual and the sums stay fp32, so it is closer to fp32 (PSNR 70 against 58 dB on the
+        # tiny net) and no slower (benchmarks/NOTES.md "CPU precision"). The input stays float32.
+        self.autocast = cpu and self.dtype == torch.bfloat16 and backend in ("auto", "torch")
         self.meta: dict[str, str] = {}
         if model is None:
             net, self.meta = load_net(weights, model_name, denoise)
             model = ConsistencyModel(net)
-        self.model = model.to(self.device, self.dtype).eval()
-        if self.device.type == "cuda":
+        self.model = model.to(self.device, self.io_dtype).eval()
+        if self.device.type == "cuda" or self.autocast:
+            # channels-last weights: oneDNN/cuDNN's fast convolutions. The CPU's activations stay
+            # contiguous: its bicubic and pixel_unshuffle are 2-3x slower on channels-last tensors
             self.model = self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.batch, self.tile, self.tile_pad = batch, tile, tile_pad
         # auto: what the weights' evaluation chose (their 'noise' metadata), else one fixed noise
@@ -81,7 +90,7 @@ class Upscaler:
         self.warn = on_warning or (lambda msg: None)
         self._gen = torch.Generator().manual_seed(seed)
         self._fixed: dict[tuple[int, int], torch.Tensor] = {}
-        self.step: Step = torch_step(self.model)
+        self.step: Step = torch_step(self.model, self._autocast_dtype())
         self.backend = "torch"  # what runs the network
         self.backend_note = ""  # why auto chose it
         if onnx is not None and backend not in ("onnx", "trt"):
@@ -102,7 +111,7 @@ class Upscaler:
     ) -> None:
         """Make `backend` run the network (or raise UserError saying what it needs)."""
         if backend == "torch":
-            self.step = torch_step(self.model)
+            self.step = torch_step(self.model, self._autocast_dtype())
         elif backend == "onnx":
             step = onnx_step(self.model, onnx, self.device, self.dtype, self.warn)
             if precision != "auto" and step.dtype != self.dtype:
@@ -127,6 +136,14 @@ class Upscaler:
         else:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
         self.backend = backend
+
+    @property
+    def io_dtype(self) -> torch.dtype:
+        """The dtype the step takes and the weights are in: float32 under CPU autocast, else `dtype`."""
+        return torch.float32 if self.autocast else self.dtype
+
+    def _autocast_dtype(self) -> torch.dtype | None:
+        return self.dtype if self.autocast else None
 
     def _auto(self, precision: Precision) -> None:
         """The fastest backend that is ready here; any that fails says why, and the next one is tried.
@@ -165,9 +182,9 @@ class Upscaler:
         if self.noise == "fixed":
             if (h, w) not in self._fixed:
                 g = torch.Generator().manual_seed(self.seed)
-                self._fixed[(h, w)] = torch.randn(1, 3, h, w, generator=g).to(self.device, self.dtype)
+                self._fixed[(h, w)] = torch.randn(1, 3, h, w, generator=g).to(self.device, self.io_dtype)
             return self._fixed[(h, w)]
-        return torch.randn(b, 3, h, w, generator=self._gen).to(self.device, self.dtype)
+        return torch.randn(b, 3, h, w, generator=self._gen).to(self.device, self.io_dtype)
 
     # ---------------------------------------------------------------- batching, tiling, OOM
 
@@ -175,7 +192,7 @@ class Upscaler:
     def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
         """rgb: (B,3,h,w) float in [0,1] on `self.device` -> (B,3,4h,4w) float32 in [0,1]."""
         b, _, h, w = rgb.shape
-        lq = (rgb.to(self.dtype) * 2 - 1).contiguous(memory_format=self._memory_format())
+        lq = (rgb.to(self.io_dtype) * 2 - 1).contiguous(memory_format=self._memory_format())
         eps = self.noise_for(b, h * self.scale, w * self.scale)
         outs = []
         i = 0
