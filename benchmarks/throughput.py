@@ -359,7 +359,8 @@ def run(opts: ThroughputOptions, module: str = "benchmarks.throughput") -> dict[
             cases.append({**ident, "status": "unavailable", "reason": s, "lr_size": None, "batch": None})
             _say(f"{ident['model']} {ident['backend']} {ident['precision']}: {s}")
             continue
-        ident = {**ident, "backend": s.backend, "setup_s": s.setup_s}
+        # what really ran: a compiled backend keeps fp32 under auto on the CPU
+        ident = {**ident, "backend": s.backend, "precision": s.precision, "setup_s": s.setup_s}
         for w, h in opts.sizes:
             for b in opts.batches:
                 rec = {**ident, "lr_size": [w, h], "hr_size": [SCALE * w, SCALE * h], "batch": b}

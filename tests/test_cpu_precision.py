@@ -77,3 +77,18 @@ def test_bf16_output_is_within_the_psnr_floor_of_fp32_on_real_clips(shared_data:
             assert mse > 0  # bf16 really ran (an identical output would mean fp32 twice)
             assert psnr >= PSNR_FLOOR_DB
             assert diff <= MAX_CODE_DIFF
+
+
+@pytest.mark.parametrize(("preset", "expected"), [(None, "PASSIVE"), ("ACTIVE", "ACTIVE")])
+def test_cli_sets_a_passive_openmp_wait_policy_before_torch_loads(preset: str | None, expected: str) -> None:
+    """libgomp reads OMP_WAIT_POLICY once, when torch is imported: the CLI must set it first."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if preset:
+        env["OMP_WAIT_POLICY"] = preset
+    code = "import os, sys, gtasr_stream.cli; print(os.environ['OMP_WAIT_POLICY'], 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == [expected, "False"]
