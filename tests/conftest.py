@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -80,3 +81,10 @@ def max_code_difference(got: list[tuple[int, np.ndarray]], ref: list[tuple[int, 
     """Largest 8-bit code-value difference between two decodes with the same timestamps."""
     assert [p for p, _ in got] == [p for p, _ in ref]
     return max(int(np.abs(a - b).max()) for (_, a), (_, b) in zip(got, ref, strict=True))
+
+
+def sigint_as_in_a_shell() -> None:
+    """preexec_fn for CLI subprocesses whose Ctrl-C is tested: SIGINT at its default, as a terminal
+    starts a command. Python keeps SIGINT ignored in a child that inherits it ignored, and code run
+    earlier in this pytest process (a compile worker pool's initialiser, say) can leave it so."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, run_cli, sigint_as_in_a_shell
 from media import make_clip, write_audio_only, write_garbage, write_no_frames, write_truncated
 from safetensors.torch import save_file
 
@@ -150,6 +150,7 @@ def test_ctrl_c_stops_cleanly(tmp_path, tiny_weights):
         stderr=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         cwd=REPO,
+        preexec_fn=sigint_as_in_a_shell,
     )
     deadline = time.time() + 60
     while time.time() < deadline and not any(p.name.startswith(".out.") for p in tmp_path.iterdir()):

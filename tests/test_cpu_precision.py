@@ -20,7 +20,7 @@ from gtasr_stream.model import sample_one_step
 # of 0.8 code values: below what an 8-bit video shows, with room for other bf16 kernels (AVX512-BF16
 # without AMX rounds in other places).
 PSNR_FLOOR_DB = 50.0
-MAX_CODE_DIFF = 3  # of 255, anywhere
+MAX_CODE_DIFF = 8  # of 255, anywhere (the sharper video model of 2026-12-07: 5 measured on bikes)
 
 
 @pytest.mark.parametrize("native", [True, False])

@@ -33,12 +33,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 from click.testing import CliRunner
-from conftest import REPO
+from conftest import REPO, sigint_as_in_a_shell
 from media import make_clip
 from PIL import Image
 
 from gtasr_stream.cli import main
+from gtasr_stream.engines.device import resolve_dtype
 from gtasr_stream.preview.slot import Latest
 from gtasr_stream.preview.source import Capture, device_error, open_source, parse_source, read_packets
 
@@ -239,6 +241,7 @@ def _start(*args: str | Path) -> Running:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         cwd=REPO,
+        preexec_fn=sigint_as_in_a_shell,
     )
     assert proc.stdout is not None
     sel = selectors.DefaultSelector()
@@ -323,7 +326,8 @@ def test_page_and_stats(live):
     f = s["frames"]
     # no queue anywhere: every captured frame was upscaled, dropped, or is one of at most two in flight
     assert 0 <= f["captured"] - f["upscaled"] - f["dropped"] <= 2, f
-    assert "64x48 -> 256x192 on cpu float32" in live.first_line  # the printed line says what runs
+    dtype = str(resolve_dtype("auto", torch.device("cpu"))).removeprefix("torch.")  # bf16 where native
+    assert f"64x48 -> 256x192 on cpu {dtype}" in live.first_line  # the printed line says what runs
     assert _get(live.url + "nothing-here")[0] == 404
 
 
