@@ -16,7 +16,7 @@ from safetensors.torch import save_file
 
 from .errors import UserError
 from .files import atomic_path
-from .model.network import PRESETS, GTASRNet, build_network
+from .model.network import HEAD_UPSAMPLES, PRESETS, GTASRNet, build_network
 
 FORMAT = "gtasr-stream"
 FORMAT_VERSION = 1
@@ -49,7 +49,7 @@ def save_weights(
     """Write net's tensors (in their stored dtype) and metadata to path atomically."""
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    if net.cfg != PRESETS[preset]:
+    if net.cfg != dataclasses.replace(PRESETS[preset], head_upsample=net.cfg.head_upsample):
         raise ValueError(f"the network's config is not preset {preset!r}; load_weights could not rebuild it")
     extra = extra or {}
     clash = [k for k in extra if k in _RESERVED]
@@ -102,7 +102,18 @@ def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[
             f"{path}: format version {version!r} is not supported (this version reads <= {FORMAT_VERSION})"
         )
 
-    net = build_network(file_preset)
+    # The one per-file variant of a preset: the head's upsampling, recorded in the config; files
+    # written before it was (format 1 from before 2026-12-07) all have nearest heads.
+    try:
+        recorded = json.loads(metadata.get("config", "{}"))
+    except ValueError:
+        recorded = {}
+    head = recorded.get("head_upsample", "nearest") if isinstance(recorded, dict) else "nearest"
+    if head not in HEAD_UPSAMPLES:
+        raise WeightsError(
+            f"{path}: unknown head_upsample {head!r} in its config (this version knows nearest, bilinear)"
+        )
+    net = build_network(file_preset, head_upsample=head)
     expected = net.state_dict()
     for k in expected:
         if k not in shapes:
@@ -160,8 +171,11 @@ def blend_weights(a: Path, b: Path, s: float) -> tuple[GTASRNet, dict[str, str]]
         return (net_a, meta) if s == 0.0 else (net_b, meta_b)
     state_b = net_b.state_dict()
     blended = {k: torch.lerp(v, state_b[k], s) for k, v in net_a.state_dict().items()}
-    net_a.load_state_dict(blended)
-    return net_a, meta | {"provenance": f"{1 - s:g} x {a.name} + {s:g} x {b.name}"}
+    # Heads of different upsampling (a file from before bilinear heads) cannot be blended: the blend
+    # runs the head of the file with the larger share, so either end is approached continuously.
+    net = net_a if s < 0.5 else net_b
+    net.load_state_dict(blended)
+    return net, meta | {"provenance": f"{1 - s:g} x {a.name} + {s:g} x {b.name}"}
 
 
 def load_net(

@@ -220,3 +220,15 @@ def test_phase_bias_counts_a_grid_in_code_values() -> None:
     assert float(phase_bias(x0 + 0.1, x0).max()) < 1e-8
     with pytest.raises(ValueError, match="multiples of 4"):
         phase_bias(x0[..., :62], x0[..., :62])
+
+
+def test_phase_bias_is_local_to_tiles() -> None:
+    """A grid of one sign on the left half and the opposite sign on the right cancels over the crop
+    but not in 32-pixel tiles, where real clips show it."""
+    x0 = torch.rand(1, 3, 64, 64) * 2 - 1
+    one = torch.zeros(4, 4)
+    one[1, 2] = 2 / 255
+    grid = one.repeat(16, 16)
+    grid[:, 32:] *= -1
+    torch.testing.assert_close(phase_bias(x0 + grid, x0), torch.full((1,), 15 / 16), atol=1e-4, rtol=0)
+    assert float(phase_bias(x0 + grid, x0, tile=64)) < 1e-8

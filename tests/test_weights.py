@@ -224,3 +224,35 @@ def test_non_finite_or_integer_tensor_is_refused_naming_it(tmp_path: Path, bad: 
         load_weights(path)
     want = "is int32, not floating point" if bad == "int" else "holds NaN or infinite values"
     assert str(err.value).startswith(f"{path}: tensor '{name}' {want}")
+
+
+def test_head_upsampling_is_read_from_the_file(tmp_path: Path) -> None:
+    """The tiny preset's head is bilinear; a file records its own, and a file from before the field
+    (no head_upsample in its config) has the nearest head it was trained with."""
+    assert PRESETS["tiny"].head_upsample == "bilinear"
+    new, old = tmp_path / "new.safetensors", tmp_path / "old.safetensors"
+    net = tiny_net()
+    save_weights(new, net, "tiny", provenance="x")
+    config = dataclasses.asdict(PRESETS["tiny"])
+    del config["head_upsample"]
+    _write_raw(old, net.state_dict(), {"preset": "tiny", "format_version": "1", "config": json.dumps(config)})
+    loaded_new, loaded_old = load_weights(new)[0], load_weights(old)[0]
+    assert loaded_new.cfg.head_upsample == "bilinear" and loaded_old.cfg.head_upsample == "nearest"
+    assert torch.equal(run(loaded_new), run(net))
+    assert not torch.allclose(run(loaded_old), run(net))  # the head's upsampling changes the output
+    nearest = tmp_path / "nearest.safetensors"
+    save_weights(nearest, loaded_old, "tiny", provenance="x")  # and a nearest net saves as one
+    assert load_weights(nearest)[0].cfg.head_upsample == "nearest"
+    bad = tmp_path / "bad.safetensors"
+    config["head_upsample"] = "bicubic"
+    _write_raw(bad, net.state_dict(), {"preset": "tiny", "format_version": "1", "config": json.dumps(config)})
+    with pytest.raises(WeightsError, match=r"bad\.safetensors: unknown head_upsample 'bicubic'"):
+        load_weights(bad)
+
+
+def test_denoise_blend_of_heads_that_differ_runs_the_larger_share(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    save_weights(a, tiny_net(1), "tiny", provenance="a")
+    save_weights(b, build_network("tiny", head_upsample="nearest"), "tiny", provenance="b")
+    assert weights.blend_weights(a, b, 0.3)[0].cfg.head_upsample == "bilinear"
+    assert weights.blend_weights(a, b, 0.7)[0].cfg.head_upsample == "nearest"

@@ -166,20 +166,24 @@ def grid_loss(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
     return torch.stack(ratios, 1).mean(1)
 
 
-def phase_bias(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
+def phase_bias(x0_hat: Tensor, x0: Tensor, period: int = 4, tile: int = 32) -> Tensor:
     """The error's mean at each of the period x period pixel phases, less their mean, squared and
-    summed, in 8-bit code values squared -> (B,).
+    summed, in 8-bit code values squared, averaged over `tile` x `tile` tiles -> (B,).
 
     The grid that grid_loss scores in the spectrum shows most on flat areas (skin, sky), where it is
-    a bias shared by every LR pixel's 4x4 block; textured training crops hide it among real error, so
-    this measures that bias directly: a bias of one code value on one phase scores about 1.
+    a bias shared by the LR pixels' 4x4 blocks of a neighbourhood; textured training crops hide it
+    among real error, so this measures that bias directly: a bias of one code value on one phase
+    scores about 1. Per tile, not per crop: on real clips the bias changes sign across a frame
+    (the whole frame's averages to 0.01 code values where 32-pixel tiles' are 0.2), and a crop-wide
+    mean lets opposite biases cancel. A crop that tiles do not divide is one tile.
     """
     b, c, h, w = x0_hat.shape
     if h % period or w % period:
         raise ValueError(f"phase_bias: H, W must be multiples of {period}, got {h}x{w}")
-    err = (x0_hat - x0).reshape(b, c, h // period, period, w // period, period)
-    phases = err.mean((2, 4)) * 127.5  # (B,C,p,p) in code values ([-1,1] spans 255)
-    return (phases - phases.mean((2, 3), keepdim=True)).square().sum((2, 3)).mean(1)
+    th, tw = (tile, tile) if h % tile == 0 and w % tile == 0 and tile % period == 0 else (h, w)
+    err = (x0_hat - x0).reshape(b, c, h // th, th // period, period, w // tw, tw // period, period)
+    phases = err.mean((3, 6)) * 127.5  # (B,C,tiles_y,p,tiles_x,p) in code values ([-1,1] spans 255)
+    return (phases - phases.mean((3, 5), keepdim=True)).square().sum((3, 5)).mean((1, 2, 3))
 
 
 # ------------------------------------------------------------------------------------ weighting
