@@ -49,7 +49,10 @@ def save_weights(
     """Write net's tensors (in their stored dtype) and metadata to path atomically."""
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; allowed: {', '.join(PRESETS)}")
-    if net.cfg != dataclasses.replace(PRESETS[preset], head_upsample=net.cfg.head_upsample):
+    preset_cfg = dataclasses.replace(
+        PRESETS[preset], head_upsample=net.cfg.head_upsample, grid_notch=net.cfg.grid_notch
+    )
+    if net.cfg != preset_cfg:
         raise ValueError(f"the network's config is not preset {preset!r}; load_weights could not rebuild it")
     extra = extra or {}
     clash = [k for k in extra if k in _RESERVED]
@@ -102,18 +105,23 @@ def load_weights(path: Path, preset: str | None = None) -> tuple[GTASRNet, dict[
             f"{path}: format version {version!r} is not supported (this version reads <= {FORMAT_VERSION})"
         )
 
-    # The one per-file variant of a preset: the head's upsampling, recorded in the config; files
-    # written before it was (format 1 from before 2026-12-07) all have nearest heads.
+    # A preset's per-file variants, recorded in the config; files written before a field existed
+    # (format 1 from before 2026-12-07) have a nearest head and no notch.
     try:
         recorded = json.loads(metadata.get("config", "{}"))
     except ValueError:
         recorded = {}
-    head = recorded.get("head_upsample", "nearest") if isinstance(recorded, dict) else "nearest"
+    if not isinstance(recorded, dict):
+        recorded = {}
+    head = recorded.get("head_upsample", "nearest")
+    notch = recorded.get("grid_notch", 0)
     if head not in HEAD_UPSAMPLES:
         raise WeightsError(
             f"{path}: unknown head_upsample {head!r} in its config (this version knows nearest, bilinear)"
         )
-    net = build_network(file_preset, head_upsample=head)
+    if type(notch) is not int or not (notch == 0 or (notch % 2 == 1 and notch < 64)):
+        raise WeightsError(f"{path}: grid_notch {notch!r} in its config is not 0 or an odd size below 64")
+    net = build_network(file_preset, head_upsample=head, grid_notch=notch)
     expected = net.state_dict()
     for k in expected:
         if k not in shapes:

@@ -61,6 +61,8 @@ class NetConfig:
     # faint 4-pixel grid. Bilinear's tent has no such step (it nulls the block's image at the new
     # Nyquist), so our video presets use it: on the real clips it cut the residual's local per-phase
     # bias about 3x with the same weights (README "Decisions").
+    grid_notch: int = 0  # 0: off. k > 0: GridNotch(k) on the head's output (see there); our video
+    # presets use 9. Only with bicubic_residual, where the head's output is the detail alone.
 
     @property
     def multiple(self) -> int:
@@ -105,6 +107,7 @@ PRESETS: dict[str, NetConfig] = {
         groups=32,
         bicubic_residual=True,
         head_upsample="bilinear",
+        grid_notch=9,
     ),
     # Real-time preset: trainable on a laptop CPU in minutes, 960x540 -> 4K in real time on an H100.
     "tiny": NetConfig(
@@ -124,6 +127,7 @@ PRESETS: dict[str, NetConfig] = {
         groups=32,
         bicubic_residual=True,
         head_upsample="bilinear",
+        grid_notch=9,
     ),
 }
 
@@ -246,6 +250,59 @@ class SwinWrapper(nn.Module):
         return x + self.conv(self.proj_out(self.block(self.proj_in(x))))
 
 
+def _pad_linear(x: Tensor, n: int, dim: int) -> Tensor:
+    """Pad n on both ends of dim (2 or 3) by odd reflection, 2 * edge - mirror: a linear trend
+    continues exactly (an even mirror or a clamp would bend it at the border)."""
+    pads = (0, 0, n, n) if dim == 2 else (n, n, 0, 0)
+    mirror = F.pad(x, pads, mode="reflect")
+    size = x.shape[dim]
+    lo = 2 * x.narrow(dim, 0, 1) - mirror.narrow(dim, 0, n)
+    hi = 2 * x.narrow(dim, size - 1, 1) - mirror.narrow(dim, size + n, n)
+    return torch.cat([lo, x, hi], dim)
+
+
+class GridNotch(nn.Module):
+    """Removes what of the detail is locked to the LR pixel grid: its spectrum near the harmonics
+    of a 4-pixel period (u/4, v/4 cycles per pixel, not both 0), kept elsewhere.
+
+    HR content at exactly those frequencies aliases onto the LR's DC, so the LR says nothing about
+    it: output there is grid, never recovered detail (bicubic has nulls there). A learned head leaves
+    some, biases per 4x4 phase that change slowly over the frame, far below a code value on real
+    clips yet what metrics.periodicity sees. Per phase of the 4x4 block, a local mean over k x k LR
+    pixels (a box twice: a triangle, low sidelobes) gives every harmonic and DC; the DC part is taken
+    back out with a 5-tap filter that has nulls at the harmonics and passes smooth content. Linear,
+    and exact on linear trends, borders included. It takes out about 0.5 % of white detail's power
+    (k = 9), none of a linear gradient's, and all of a 4-pixel grid's.
+    """
+
+    taps: Tensor  # (5,)
+
+    def __init__(self, k: int) -> None:
+        super().__init__()
+        self.k = k
+        taps = torch.tensor([1.0, 2.0, 2.0, 2.0, 1.0]) / 8  # nulls at 1/4 and 1/2 cycles per pixel
+        self.register_buffer("taps", taps, persistent=False)
+
+    def _box(self, x: Tensor, dim: int) -> Tensor:
+        size = (self.k, 1) if dim == 2 else (1, self.k)
+        return F.avg_pool2d(_pad_linear(x, self.k // 2, dim), size, stride=1)
+
+    def forward(self, r: Tensor) -> Tensor:
+        # r (B,C,H,W), H and W multiples of SCALE -> same shape
+        b, c, h, w = r.shape
+        p = F.pixel_unshuffle(r, SCALE)  # (B, C*16, h/4, w/4): one plane per phase
+        for _ in range(2):
+            p = self._box(self._box(p, 2), 3)
+        # each phase's local mean (smooth content + the grid), one LR pixel more on every side so the
+        # 5-tap filter sees the grid continue past the border
+        locked = F.pixel_shuffle(_pad_linear(_pad_linear(p, 1, 2), 1, 3), SCALE)  # (B,C,H+8,W+8)
+        t = self.taps.to(r.dtype)
+        smooth = F.conv2d(locked.reshape(b * c, 1, h + 8, w + 8), t.view(1, 1, 1, 5))
+        smooth = F.conv2d(smooth, t.view(1, 1, 5, 1)).reshape(b, c, h + 4, w + 4)
+        locked, smooth = locked[..., 4:-4, 4:-4], smooth[..., 2:-2, 2:-2]
+        return r - locked + smooth
+
+
 class UNetBlock(nn.Module):
     """A residual block, optionally followed by a Swin wrapper."""
 
@@ -326,6 +383,7 @@ class GTASRNet(nn.Module):
             nn.LeakyReLU(0.2),
             nn.Conv2d(hc, 3, 3, padding=1),
         )
+        self.notch = GridNotch(cfg.grid_notch) if cfg.grid_notch and cfg.bicubic_residual else None
         if cfg.bicubic_residual:  # start exactly at bicubic
             last = self.head[-1]
             assert isinstance(last, nn.Conv2d)
@@ -357,6 +415,8 @@ class GTASRNet(nn.Module):
                 t = torch.cat([t, skips.pop()], dim=1)
             t = blk(t, emb)
         out = self.head(t)  # (B,3,4h,4w), unbounded
+        if self.notch is not None:
+            out = self.notch(out)
         if self.cfg.bicubic_residual:
             if up is None:  # an explicit size, not scale_factor: torch.export reasons about it symbolically
                 up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
@@ -364,14 +424,18 @@ class GTASRNet(nn.Module):
         return out
 
 
-def build_network(preset: str, head_upsample: HeadUpsample | None = None) -> GTASRNet:
-    """A freshly initialised network of a named preset, optionally with another head upsampling (a
-    weights file records its own: files from before bilinear heads are nearest)."""
+def build_network(
+    preset: str, head_upsample: HeadUpsample | None = None, grid_notch: int | None = None
+) -> GTASRNet:
+    """A freshly initialised network of a named preset, optionally with another head upsampling or
+    grid notch (a weights file records its own: files from before those fields have neither)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown network preset {preset!r}; allowed: {', '.join(PRESETS)}")
     cfg = PRESETS[preset]
     if head_upsample is not None:
         cfg = replace(cfg, head_upsample=head_upsample)
+    if grid_notch is not None:
+        cfg = replace(cfg, grid_notch=grid_notch)
     return GTASRNet(cfg)
 
 
