@@ -147,7 +147,7 @@ def test_grid_notch_removes_a_4_pixel_grid_and_keeps_gradients_and_detail() -> N
     """GridNotch: a grid locked to the 4x4 blocks leaves only its mean; a linear gradient passes exactly,
     borders included; white detail loses about 0.5 % of its power away from the borders."""
     torch.manual_seed(0)
-    notch = GridNotch(9)
+    notch = GridNotch(3)
     h, w = 96, 128
     pattern = torch.zeros(4, 4)
     pattern[1, 2] = 1.0
