@@ -189,6 +189,10 @@ def test_shipped_models_and_unknown_names() -> None:
         _net, meta = load_weights(weights.model_weights(name))
         assert meta["preset"] == "tiny"
     assert weights.model_weights(weights.DEFAULT_MODEL) == weights.DEFAULT_WEIGHTS
+    # the default was trained with the bilinear head and the grid notch; restore predates them
+    assert load_weights(weights.model_weights("video"))[0].cfg == PRESETS["tiny"]
+    restore = load_weights(weights.model_weights("restore"))[0].cfg
+    assert (restore.head_upsample, restore.grid_notch) == ("nearest", 0)
     with pytest.raises(WeightsError, match="unknown model 'anime'; shipped models: video, restore"):
         weights.model_weights("anime")
 
