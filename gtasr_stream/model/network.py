@@ -322,8 +322,9 @@ class GridNotch(nn.Module):
 
     def forward(self, r: Tensor) -> Tensor:
         # r (B,C,H,W), H and W multiples of 16 -> same shape (float32 under autocast)
-        if torch.is_autocast_enabled(r.device.type):
-            with torch.autocast(r.device.type, enabled=False):
+        device = r.device.type  # "meta" too (the benchmarks size memory on meta tensors): no autocast there
+        if device in ("cpu", "cuda") and torch.is_autocast_enabled(device):
+            with torch.autocast(device, enabled=False):
                 return self._notch(r.float())
         return self._notch(r)
 
