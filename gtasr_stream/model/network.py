@@ -61,8 +61,9 @@ class NetConfig:
     # faint 4-pixel grid. Bilinear's tent has no such step (it nulls the block's image at the new
     # Nyquist), so our video presets use it: on the real clips it cut the residual's local per-phase
     # bias about 3x with the same weights (README "Decisions").
-    grid_notch: int = 0  # 0: off. k > 0: GridNotch(k) on the head's output (see there); our video
-    # presets use 9. Only with bicubic_residual, where the head's output is the detail alone.
+    grid_notch: int = 0  # 0: off. k > 0 (odd): GridNotch(k) on the head's output, k the side of its box
+    # in blocks of 4x4 LR pixels (see there); our video presets use 3. Only with bicubic_residual,
+    # where the head's output is the detail alone.
 
     @property
     def multiple(self) -> int:
