@@ -18,6 +18,7 @@ from gtasr_stream.model import (
     time_grid,
     upsample_lq,
 )
+from gtasr_stream.model.consistency import bicubic_x4
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +84,29 @@ def test_upsample_lq_is_bicubic_x4_and_clamped() -> None:
     raw = torch.nn.functional.interpolate(edge, scale_factor=4.0, mode="bicubic")
     assert raw.max() > 1.0 and raw.min() < -1.0
     assert y.max() == 1.0 and y.min() == -1.0
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (1, 5), (2, 3), (7, 4), (33, 48)])
+def test_bicubic_x4_is_pytorchs_bicubic(hw: tuple[int, int]) -> None:
+    """The CPU path's bicubic (sums of shifted views) gives F.interpolate's numbers, borders included
+    (overshooting steps, 1-pixel sides)."""
+    g = torch.Generator().manual_seed(hw[0] * 100 + hw[1])
+    lq = (torch.rand(2, 3, *hw, generator=g) > 0.5).float() * 2 - 1 + torch.rand(2, 3, *hw, generator=g) * 0.1
+    ref = torch.nn.functional.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False)
+    torch.testing.assert_close(bicubic_x4(lq), ref, rtol=0, atol=2e-6)
+
+
+def test_sample_one_step_takes_another_bicubic(model: ConsistencyModel) -> None:
+    """What computes the bicubic is the caller's; bicubic_x4 gives the output F.interpolate gives."""
+    g = torch.Generator().manual_seed(6)
+    lq = torch.rand(1, 3, 30, 40, generator=g) * 2 - 1
+    with torch.no_grad():
+        ref = sample_one_step(model, lq, None)
+        torch.testing.assert_close(sample_one_step(model, lq, None, bicubic_x4), ref, rtol=0, atol=1e-4)
+        zero = sample_one_step(
+            model, lq, None, lambda x: torch.zeros(*x.shape[:2], 4 * x.shape[2], 4 * x.shape[3])
+        )
+    assert (zero - ref).abs().max() > 0.1  # the given function is what ran
 
 
 def test_boundary_condition_f_at_eta_0_is_identity(model: ConsistencyModel) -> None:

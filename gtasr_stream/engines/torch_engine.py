@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..model import ConsistencyModel, sample_one_step
+from ..model.consistency import bicubic_x4
 from .tiling import Step
 
 
@@ -29,7 +30,8 @@ def torch_step(model: ConsistencyModel, autocast: torch.dtype | None = None) -> 
         # lq (B,3,h,w) in [-1,1], eps (B or 1,3,4h,4w) or None, model's device/dtype -> (B,3,4h,4w)
         if autocast is None:
             return sample_one_step(model, lq, eps)
+        bicubic = bicubic_x4 if lq.device.type == "cpu" else None  # the faster CPU bicubic
         with torch.autocast(lq.device.type, dtype=autocast):
-            return sample_one_step(model, lq, eps)  # float32: the head's bf16 + the fp32 bicubic
+            return sample_one_step(model, lq, eps, bicubic)  # float32: the head's bf16 + the fp32 bicubic
 
     return step

@@ -6,6 +6,8 @@ Pure torch, no I/O. Training and inference both take these definitions from here
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -96,27 +98,76 @@ def pad_bottom_right(x: Tensor, ph: int, pw: int) -> Tensor:
     return x
 
 
-def sample_padded(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Tensor:
+# PyTorch's bicubic (A = -0.75, align_corners=False, borders clamped) at x4 along one dimension:
+# output 4i + p samples the input at i + (2p - 3)/8, so phase p is a fixed 4-tap filter starting at
+# input i - 2 (p = 0, 1) or i - 1 (p = 2, 3), i.e. at `start` in the input padded by 2 on each side
+def _cubic_taps(t: float) -> tuple[float, float, float, float]:
+    a = -0.75
+
+    def near(d: float) -> float:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
+
+    def far(d: float) -> float:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+
+    return far(t + 1), near(t), near(1 - t), far(2 - t)
+
+
+_X4_PHASES = tuple((start, _cubic_taps(t)) for start, t in ((0, 0.625), (0, 0.875), (1, 0.125), (1, 0.375)))
+
+
+def _x4_phases(x: Tensor, dim: int) -> list[Tensor]:
+    n = x.shape[dim]
+    first, last = x.narrow(dim, 0, 1), x.narrow(dim, n - 1, 1)
+    padded = torch.cat([first, first, x, last, last], dim)
+    phases = []
+    for start, taps in _X4_PHASES:
+        out = padded.narrow(dim, start, n) * taps[0]
+        for k in (1, 2, 3):
+            out.add_(padded.narrow(dim, start + k, n), alpha=taps[k])
+        phases.append(out)
+    return phases
+
+
+def bicubic_x4(lq: Tensor) -> Tensor:
+    """F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False) as sums of shifted
+    views, one dimension at a time: the same numbers to float rounding (differences of ~4e-7), 2-3x
+    faster than PyTorch's CPU kernel (4 frames of 480x288: 42 against 115 ms on 2 cores). For the CPU's
+    eager path only: exported graphs keep the one resize op. (B,C,h,w) -> (B,C,4h,4w)."""
+    b, c, h, w = lq.shape
+    rows = torch.stack(_x4_phases(lq, 3), -1).reshape(b, c, h, SCALE * w)
+    return torch.stack(_x4_phases(rows, 2), 3).reshape(b, c, SCALE * h, SCALE * w)
+
+
+def sample_padded(
+    model: ConsistencyModel, lq: Tensor, eps: Tensor | None, bicubic: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
     """The one model call of one-step sampling on an LR input whose sides are multiples of
     model.multiple: x_T = y + eps (y = upsample_lq(lq)), f(x_T, 1, lq), clamped to [-1, 1].
 
     lq (B,3,h,w), eps (B or 1,3,4h,4w) or None, all in the model's dtype -> (B,3,4h,4w).
     An explicit output size rather than upsample_lq's scale_factor (the same numbers), so that
-    torch.export can reason about the sizes symbolically.
+    torch.export can reason about the sizes symbolically. bicubic: computes that x4 instead
+    (`bicubic_x4` on the CPU).
     """
     b, _, h, w = lq.shape
-    up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
+    if bicubic is not None:
+        up = bicubic(lq)
+    else:
+        up = F.interpolate(lq, size=(SCALE * h, SCALE * w), mode="bicubic", align_corners=False)
     y = up.clamp(-1.0, 1.0)
     x = y if eps is None else y + eps
     eta = torch.ones(b, dtype=lq.dtype, device=lq.device)
     return model(x, eta, lq, up).clamp(-1.0, 1.0)  # the network's bicubic residual is this `up`
 
 
-def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> Tensor:
+def sample_one_step(
+    model: ConsistencyModel, lq: Tensor, eps: Tensor | None, bicubic: Callable[[Tensor], Tensor] | None = None
+) -> Tensor:
     """One-step sampling (METHOD.md "Inference"): pad, x_T = y + eps, f(x_T, 1, lq), clamp, crop.
 
-    lq (B,3,h,w) in [-1,1], any h, w; eps (B or 1,3,4h,4w) or None for no noise.
-    Returns (B,3,4h,4w) in [-1,1] in the model's parameter dtype.
+    lq (B,3,h,w) in [-1,1], any h, w; eps (B or 1,3,4h,4w) or None for no noise; bicubic: as for
+    sample_padded. Returns (B,3,4h,4w) in [-1,1] in the model's parameter dtype.
     """
     # 1. check inputs
     if lq.ndim != 4 or lq.shape[1] != 3:
@@ -133,4 +184,4 @@ def sample_one_step(model: ConsistencyModel, lq: Tensor, eps: Tensor | None) -> 
     eps_p = None if eps is None else pad_bottom_right(eps.to(dtype), SCALE * ph, SCALE * pw)
 
     # 3. one model call at eta = 1, clamp, crop
-    return sample_padded(model, lq_p, eps_p)[:, :, : SCALE * h, : SCALE * w]
+    return sample_padded(model, lq_p, eps_p, bicubic)[:, :, : SCALE * h, : SCALE * w]
