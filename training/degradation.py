@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from gtasr_stream.video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
+
 from .kernels import (
     filter2d,
     gaussian_kernel,
@@ -354,6 +356,36 @@ def degrade_fixed(hr: Tensor, cfg: DegradationConfig, seed: int) -> Tensor:
 
 
 # ---------------------------------------------------------------- video codecs
+# The round trip's RGB <-> yuv420p conversions are gtasr-stream's own (video/color.py), what the
+# upscaler's input goes through at run time. swscale's (PyAV's `reformat`, any interpolation) darkened
+# every sample: R, G, B by 1.05, 1.40, 1.51 code values on a val photo, with or without an encoder in
+# between, and a model trained on that brightened real video by as much (measured +1.1 to +2.0 on the
+# real clips against bicubic). These are unbiased to a few hundredths of a code value.
+_YUV420 = YUVLayout(bits=8, sub_x=1, sub_y=1, matrix="bt601", range="limited")
+
+
+def _to_yuv420p(img: np.ndarray) -> av.VideoFrame:
+    """(h,w,3) uint8 RGB, h and w even -> a yuv420p frame (BT.601, limited range)."""
+    h, w, _ = img.shape
+    y, u, v = rgb_to_yuv(torch.from_numpy(img).permute(2, 0, 1)[None].float() / 255, _YUV420)
+    planes = np.concatenate([y.numpy().ravel(), u.numpy().ravel(), v.numpy().ravel()])
+    return av.VideoFrame.from_ndarray(planes.reshape(h * 3 // 2, w), format="yuv420p")
+
+
+def _to_rgb24(frame: av.VideoFrame) -> np.ndarray:
+    """A decoded 8-bit 4:2:0 frame -> (h,w,3) uint8 RGB, the inverse of `_to_yuv420p`."""
+    if frame.format.name != "yuv420p":
+        frame = frame.reformat(format="yuv420p")
+    h, w = frame.height, frame.width
+    flat = frame.to_ndarray().ravel()
+    q = h * w // 4
+    y = torch.from_numpy(flat[: h * w].reshape(1, h, w).copy())
+    u = torch.from_numpy(flat[h * w : h * w + q].reshape(1, h // 2, w // 2).copy())
+    v = torch.from_numpy(flat[h * w + q : h * w + 2 * q].reshape(1, h // 2, w // 2).copy())
+    rgb = yuv_to_rgb(y, u, v, _YUV420)[0].permute(1, 2, 0)
+    return (rgb * 255).round_().to(torch.uint8).numpy()
+
+
 def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
     """(T,h,w,3) uint8 frames through one encoder and back, as one clip; h, w even.
 
@@ -374,15 +406,13 @@ def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "
     enc.options = options
     packets = []
     for i, img in enumerate(frames):
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24").reformat(
-            format="yuv420p"
-        )
+        frame = _to_yuv420p(img)
         frame.pts = i
         packets += enc.encode(frame)
     packets += enc.encode(None)  # flush
     dec = av.CodecContext.create(DECODER[codec], "r")
     assert isinstance(dec, av.VideoCodecContext)
-    out = [f.to_ndarray(format="rgb24") for pkt in [*packets, None] for f in dec.decode(pkt)]
+    out = [_to_rgb24(f) for pkt in [*packets, None] for f in dec.decode(pkt)]
     if len(out) != t:
         raise RuntimeError(f"{codec} round trip returned {len(out)} of {t} frames")
     return np.stack(out)
