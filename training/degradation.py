@@ -359,8 +359,9 @@ def degrade_fixed(hr: Tensor, cfg: DegradationConfig, seed: int) -> Tensor:
 # The round trip's RGB <-> yuv420p conversions are gtasr-stream's own (video/color.py), what the
 # upscaler's input goes through at run time. swscale's (PyAV's `reformat`, any interpolation) darkened
 # every sample: R, G, B by 1.05, 1.40, 1.51 code values on a val photo, with or without an encoder in
-# between, and a model trained on that brightened real video by as much (measured +1.1 to +2.0 on the
-# real clips against bicubic). These are unbiased to a few hundredths of a code value.
+# between, and a model trained on that brightened real video by as much (measured +0.9 to +2.0 on the
+# real clips against bicubic). These move a channel's mean by a few tenths at most, in either direction
+# (where saturated colours clamp), not systematically.
 _YUV420 = YUVLayout(bits=8, sub_x=1, sub_y=1, matrix="bt601", range="limited")
 
 
