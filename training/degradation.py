@@ -380,9 +380,9 @@ def _to_rgb24(frame: av.VideoFrame) -> np.ndarray:
     h, w = frame.height, frame.width
     flat = frame.to_ndarray().ravel()
     q = h * w // 4
-    y = torch.from_numpy(flat[: h * w].reshape(1, h, w).copy())
-    u = torch.from_numpy(flat[h * w : h * w + q].reshape(1, h // 2, w // 2).copy())
-    v = torch.from_numpy(flat[h * w + q : h * w + 2 * q].reshape(1, h // 2, w // 2).copy())
+    y = torch.from_numpy(flat[: h * w].reshape(1, h, w))
+    u = torch.from_numpy(flat[h * w : h * w + q].reshape(1, h // 2, w // 2))
+    v = torch.from_numpy(flat[h * w + q : h * w + 2 * q].reshape(1, h // 2, w // 2))
     rgb = yuv_to_rgb(y, u, v, _YUV420)[0].permute(1, 2, 0)
     return (rgb * 255).round_().to(torch.uint8).numpy()
 
