@@ -120,6 +120,21 @@ def test_attention_is_window_local_with_relative_bias() -> None:
     assert int(index.min()) == 0 and int(index.max()) == 15 * 15 - 1
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_cpu_window_attention_is_sdpa(dtype: torch.dtype) -> None:
+    from gtasr_stream.model.network import window_attention
+
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(6, 2, 64, 32).to(dtype) for _ in range(3))
+    bias = torch.randn(2, 64, 64).to(dtype)
+    got = window_attention(q, k, v, bias)
+    want = torch.nn.functional.scaled_dot_product_attention(
+        q.float(), k.float(), v.float(), attn_mask=bias.float()
+    )
+    assert got.shape == want.shape and got.dtype == dtype
+    assert (got.float() - want).abs().max() < (1e-5 if dtype == torch.float32 else 0.05)
+
+
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 def test_video_presets_start_at_bicubic_and_paper_does_not(preset: str) -> None:
     """The video presets' global residual with a zero last conv: a fresh net's one-step output is

@@ -206,7 +206,8 @@ class Upscaler:
                 if not is_oom(ex):
                     raise
                 self._shrink(h, w)
-        return torch.cat(outs).add_(1).mul_(0.5).clamp_(0, 1)
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # every step returns a fresh tensor
+        return out.add_(1).mul_(0.5).clamp_(0, 1)
 
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.device.type == "cuda" else torch.contiguous_format

@@ -185,6 +185,18 @@ class ResBlock(nn.Module):
         return (h + skip) * SKIP_SCALE
 
 
+def window_attention(q: Tensor, k: Tensor, v: Tensor, bias: Tensor) -> Tensor:
+    """softmax(q k^T / sqrt(d) + bias) v: q, k, v (B, heads, N, d), bias (heads, N, N) -> (B, heads, N, d).
+
+    SDPA, except on the CPU: there SDPA with a float mask is 7x slower than two batched matmuls
+    (540 windows of 64 tokens in bf16: 45 against 6 ms), the mask check alone costing more."""
+    if q.device.type != "cpu":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
+    b, heads, n, d = q.shape
+    a = torch.baddbmm(bias.repeat(b, 1, 1), q.flatten(0, 1), k.flatten(0, 1).transpose(1, 2), alpha=d**-0.5)
+    return torch.bmm(a.softmax(-1), v.flatten(0, 1)).view(b, heads, n, d)
+
+
 class SwinBlock(nn.Module):
     """One Swin Transformer block on (B,C,H,W): window MSA with relative position bias, then MLP,
     both pre-norm residual; GroupNorm instead of LayerNorm; no shifted windows."""
@@ -219,7 +231,7 @@ class SwinBlock(nn.Module):
         qkv = self.qkv(t).reshape(-1, n, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)  # each (B*nW, heads, N, hd)
         bias = self.rel_bias[self.rel_index].permute(2, 0, 1).to(q.dtype)  # (heads, N, N)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B*nW, heads, N, hd)
+        a = window_attention(q, k, v, bias)  # (B*nW, heads, N, hd)
         a = self.proj(a.transpose(1, 2).reshape(-1, n, c))  # (B*nW, N, C)
         a = a.reshape(b, nh, nw, win, win, c).permute(0, 5, 1, 3, 2, 4).reshape(b, c, h, w)
         x = x + a
