@@ -65,19 +65,33 @@ def subpixel_conv(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     return out.to(conv.weight.device, conv.weight.dtype)
 
 
-def upsample_conv(x: Tensor, fused: nn.Conv2d, conv: nn.Conv2d, mode: str) -> Tensor:
-    """conv(upsample_x2(x)) in phase layout (B, 4O, H, W) (channel o * 4 + 2a + b) through the
-    sub-pixel conv `fused`. Bilinear clamps at the border, which the fused conv's zero padding does
-    not: there its outermost two output rows and columns are computed again the original way, from
-    strips three input pixels wide."""
-    z = fused(x)
+def conv_leaky(conv: nn.Conv2d, x: Tensor, slope: float) -> Tensor:
+    """leaky_relu(conv(x), slope) for a 3x3 conv with padding 1: on the CPU one oneDNN call with the
+    activation as a post-op (the op Inductor emits), which spares a pass over the output."""
+    if x.device.type != "cpu" or not torch.backends.mkldnn.is_available():
+        return F.leaky_relu_(conv(x), slope)
+    dtype = torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else x.dtype
+    w, b = conv.weight.to(dtype), conv.bias.to(dtype) if conv.bias is not None else None
+    one = [1, 1]
+    return torch.ops.mkldnn._convolution_pointwise(
+        x.to(dtype), w, b, one, one, one, 1, "leaky_relu", [slope], ""
+    )
+
+
+def upsample_conv(x: Tensor, fused: nn.Conv2d, conv: nn.Conv2d, mode: str, slope: float) -> Tensor:
+    """leaky_relu(conv(upsample_x2(x)), slope) in phase layout (B, 4O, H, W) (channel o * 4 + 2a + b)
+    through the sub-pixel conv `fused`. Bilinear clamps at the border, which the fused conv's zero
+    padding does not: there its outermost two output rows and columns are computed again the
+    original way, from strips three input pixels wide."""
+    z = conv_leaky(fused, x, slope)
     if mode != "bilinear":
         return z
     b, _, h, w = x.shape
     z6 = z.view(b, -1, 2, 2, h, w)  # (B,O,a,b,H,W)
 
     def exact(strip: Tensor) -> Tensor:  # output rows (columns) 0-3 of a strip 3 wide are exact
-        return conv(F.interpolate(strip, scale_factor=2.0, mode="bilinear", align_corners=False))
+        up = F.interpolate(strip, scale_factor=2.0, mode="bilinear", align_corners=False)
+        return F.leaky_relu(conv(up), slope).to(z.dtype)
 
     top, bottom = exact(x[:, :, :3]), exact(x[:, :, -3:])  # (B,O,6,2W)
     z6[:, :, :, :, 0, :] = top[:, :, :2].unflatten(-1, (w, 2)).permute(0, 1, 2, 4, 3)
@@ -161,6 +175,7 @@ class OneStep(nn.Module):
         self.conv2, self.conv4 = head[4], head[7]  # the convs after each x2 upsample
         assert isinstance(self.conv2, nn.Conv2d) and isinstance(self.conv4, nn.Conv2d)
         self.up2, self.up4 = subpixel_conv(self.conv2, self.mode), subpixel_conv(self.conv4, self.mode)
+        self.slope2, self.slope4 = head[5].negative_slope, head[8].negative_slope  # type: ignore[union-attr]
         last = head[9]
         assert isinstance(last, nn.Conv2d)
         self.last = phase_conv(last, self.c_out)  # F's scale c_out in the weights
@@ -186,8 +201,8 @@ class OneStep(nn.Module):
         b, c, h, w = lq.shape
         t, res = self._inputs(lq)
         x = self.lead(self.net.trunk(t, None))  # (B,hc,h,w)
-        x = F.leaky_relu(F.pixel_shuffle(upsample_conv(x, self.up2, self.conv2, self.mode), 2), 0.2)
-        z = F.leaky_relu_(upsample_conv(x, self.up4, self.conv4, self.mode), 0.2)  # 4x, phase layout
+        x = F.pixel_shuffle(upsample_conv(x, self.up2, self.conv2, self.mode, self.slope2), 2)  # 2x
+        z = upsample_conv(x, self.up4, self.conv4, self.mode, self.slope4)  # 4x, phase layout
         o = self.last(z).float()  # (B,C*4,2h,2w): c_out * F's head at 4x, channel c * 4 + 2a + b
         # HR pixel (4i + 2a' + a, 4j + 2b' + b) is o[c * 4 + 2a + b, 2i + a', 2j + b']
         out = res.view(b, c, h, 2, 2, w, 2, 2)  # (B,C,i,a',a,j,b',b)
