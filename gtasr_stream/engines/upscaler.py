@@ -206,7 +206,11 @@ class Upscaler:
                 if not is_oom(ex):
                     raise
                 self._shrink(h, w)
-        out = outs[0] if len(outs) == 1 else torch.cat(outs)  # every step returns a fresh tensor
+        # One chunk on the CPU: its steps (eager, ONNX Runtime, AOTInductor, tiles) return a fresh
+        # tensor, so the conversion below can run in place without the copy. On a GPU the copy stays:
+        # a step there may hand out a buffer its next call reuses (benchmarks/NOTES.md "Changes")
+        single = len(outs) == 1 and self.device.type == "cpu"
+        out = outs[0] if single else torch.cat(outs)
         return out.add_(1).mul_(0.5).clamp_(0, 1)
 
     def _memory_format(self) -> torch.memory_format:
