@@ -23,18 +23,21 @@ from gtasr_stream.video.color import YUVLayout, rgb_to_yuv, yuv_to_rgb
 
 from .common import sizes_option
 
-# aten op -> category; ops at HR size that only the head has are the head's (nearest upsample, LeakyReLU)
+# aten op -> category
 CATEGORIES: dict[str, str] = {
     "aten::mkldnn_convolution": "convolutions",
     "aten::convolution": "convolutions",
     "aten::_convolution": "convolutions",
+    "mkldnn::_convolution_pointwise": "convolutions",  # OneStep's conv + LeakyReLU
     "aten::addmm": "attention and MLP (linears, matmuls, softmax)",
     "aten::bmm": "attention and MLP (linears, matmuls, softmax)",
+    "aten::baddbmm": "attention and MLP (linears, matmuls, softmax)",
     "aten::mm": "attention and MLP (linears, matmuls, softmax)",
     "aten::_softmax": "attention and MLP (linears, matmuls, softmax)",
     "aten::gelu": "attention and MLP (linears, matmuls, softmax)",
-    "aten::upsample_nearest2d": "HR head (nearest x2, LeakyReLU)",
-    "aten::leaky_relu": "HR head (nearest x2, LeakyReLU)",
+    "aten::upsample_nearest2d": "upsampling, LeakyReLU (head, notch)",
+    "aten::leaky_relu": "upsampling, LeakyReLU (head, notch)",
+    "aten::upsample_bilinear2d": "upsampling, LeakyReLU (head, notch)",
     "aten::upsample_bicubic2d": "bicubic x4",
     "aten::native_group_norm": "GroupNorm, SiLU",
     "aten::silu": "GroupNorm, SiLU",
@@ -43,6 +46,8 @@ CATEGORIES: dict[str, str] = {
     "aten::mul": "sums, scales, clamps",
     "aten::mul_": "sums, scales, clamps",
     "aten::sub": "sums, scales, clamps",
+    "aten::sub_": "sums, scales, clamps",
+    "aten::sum": "sums, scales, clamps",
     "aten::clamp": "sums, scales, clamps",
     "aten::clamp_": "sums, scales, clamps",
     "aten::copy_": "copies, casts, layout (cat, pad, pixel_unshuffle)",
@@ -50,6 +55,7 @@ CATEGORIES: dict[str, str] = {
     "aten::pixel_unshuffle": "copies, casts, layout (cat, pad, pixel_unshuffle)",
     "aten::reflection_pad2d": "copies, casts, layout (cat, pad, pixel_unshuffle)",
     "aten::avg_pool2d": "copies, casts, layout (cat, pad, pixel_unshuffle)",
+    "aten::pixel_shuffle": "copies, casts, layout (cat, pad, pixel_unshuffle)",
 }
 
 

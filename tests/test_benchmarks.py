@@ -424,6 +424,19 @@ def test_cpu_e2e_summary_ratios_of_medians_and_per_round() -> None:
     assert s["realesr_animevideov3"]["speed_vs_animevideov3"] == 1
 
 
+def test_cpu_step_times_the_generic_sampler_against_onestep(tmp_path: Path) -> None:
+    from benchmarks import cpu_step
+
+    args = ["--size", "64x32", "--batch", "1", "--pairs", "2", "--results-dir", str(tmp_path)]
+    result = CliRunner().invoke(cpu_step.main, args)
+    assert result.exit_code == 0, result.output
+    (path,) = tmp_path.glob("cpu_step_*.json")
+    doc = json.loads(path.read_text())
+    assert set(doc["ms_per_frame"]) == {"generic", "onestep"} and doc["size"] == [64, 32]
+    assert all(len(row["wall"]) == 2 and row["wall_median"] > 0 for row in doc["ms_per_frame"].values())
+    assert doc["generic_over_onestep_median"] > 0
+
+
 def test_peer_video_upscales_a_clip_frame_by_frame_keeping_audio(tmp_path: Path) -> None:
     """The peer's process: our decode and encode, bicubic in place of a network (no weights needed)."""
     from benchmarks import peer_video

@@ -78,3 +78,15 @@ def test_onestep_says_which_weights_it_runs() -> None:
     assert not onestep_supported(plain)
     with pytest.raises(ValueError, match="bicubic residual"):
         OneStep(plain)
+
+
+def test_onestep_without_onednns_fused_conv_gives_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gtasr_stream.model.onestep as onestep
+
+    model = _model("bilinear", 3)
+    lq = torch.rand(1, 3, 32, 64) * 2 - 1
+    with torch.inference_mode():
+        fused = OneStep(model)(lq)
+        monkeypatch.setattr(onestep, "_FUSED_CONV", False)
+        plain = OneStep(model)(lq)
+    assert (fused - plain).abs().max() < 1e-5

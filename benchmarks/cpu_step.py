@@ -1,0 +1,76 @@
+"""The CPU bf16 model call: the generic one-step sampler against `OneStep`, alternated in one process.
+
+    python -m benchmarks.cpu_step                   # batch 4 of 480x270 -> 1080p, 11 pairs
+    python -m benchmarks.cpu_step --size 960x540 --pairs 5
+
+Both run the shipped default model under bf16 autocast with channels-last weights, as `gtasr-stream`
+does on a CPU with native bf16: `sample_one_step` with `bicubic_x4` (the generic path, which `--fp32`,
+noise and the exports keep) and `OneStep`. After one warm-up call each, the pairs alternate their order;
+the result is the median wall and CPU time a frame of each and the median of the per-pair ratios, with
+the glibc allocator settings of the CLI. Writes benchmarks/results/cpu_step_<device>_<date>.json.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import click
+import torch
+
+from gtasr_stream.cli import _keep_freed_memory
+from gtasr_stream.model import ConsistencyModel
+from gtasr_stream.model.consistency import bicubic_x4, sample_one_step
+from gtasr_stream.model.onestep import OneStep
+from gtasr_stream.weights import load_net
+
+from .common import RESULTS, environment, result_stem, sizes_option, write_json
+
+
+@click.command()
+@click.option("--size", default="480x270", callback=sizes_option, help="LR WxH.")
+@click.option("--batch", default=4, show_default=True, type=click.IntRange(1))
+@click.option("--pairs", default=11, show_default=True, type=click.IntRange(1))
+@click.option("--results-dir", default=RESULTS, type=click.Path(file_okay=False, path_type=Path))
+def main(size: tuple[tuple[int, int], ...], batch: int, pairs: int, results_dir: Path) -> None:
+    _keep_freed_memory()
+    ((w, h),) = size
+    net, _ = load_net()
+    model = ConsistencyModel(net).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    fast = OneStep(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    lq = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    subjects = {"generic": lambda: sample_one_step(model, lq, None, bicubic_x4), "onestep": lambda: fast(lq)}
+    times: dict[str, list[tuple[float, float]]] = {k: [] for k in subjects}
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+        for f in subjects.values():
+            f()
+        for i in range(pairs):
+            for name, f in subjects.items() if i % 2 else reversed(subjects.items()):
+                wall, cpu = time.perf_counter(), time.process_time()
+                f()
+                times[name].append(
+                    ((time.perf_counter() - wall) / batch, (time.process_time() - cpu) / batch)
+                )
+    ratios = [g[0] / o[0] for g, o in zip(times["generic"], times["onestep"], strict=True)]
+    rows = {
+        k: {
+            "wall_median": 1e3 * statistics.median(t[0] for t in v),
+            "cpu_median": 1e3 * statistics.median(t[1] for t in v),
+            "wall": [1e3 * t[0] for t in v],
+        }
+        for k, v in times.items()
+    }
+    env = environment(torch.device("cpu"), "benchmarks.cpu_step")
+    doc = {"env": env, "size": [w, h], "batch": batch, "pairs": pairs, "ms_per_frame": rows}
+    doc["generic_over_onestep_median"] = statistics.median(ratios)
+    for name, row in rows.items():
+        print(f"{name}: {row['wall_median']:.0f} ms a frame (CPU {row['cpu_median']:.0f} ms)")
+    print(f"generic / OneStep, median of {pairs} pairs: {statistics.median(ratios):.2f}x")
+    path = results_dir / f"{result_stem('cpu_step', env)}.json"
+    write_json(path, doc)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
