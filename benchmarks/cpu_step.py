@@ -19,7 +19,7 @@ from pathlib import Path
 import click
 import torch
 
-from gtasr_stream.cli import _keep_freed_memory
+from gtasr_stream.cli import keep_freed_memory
 from gtasr_stream.model import ConsistencyModel
 from gtasr_stream.model.consistency import bicubic_x4, sample_one_step
 from gtasr_stream.model.onestep import OneStep
@@ -34,7 +34,7 @@ from .common import RESULTS, environment, result_stem, sizes_option, write_json
 @click.option("--pairs", default=11, show_default=True, type=click.IntRange(1))
 @click.option("--results-dir", default=RESULTS, type=click.Path(file_okay=False, path_type=Path))
 def main(size: tuple[tuple[int, int], ...], batch: int, pairs: int, results_dir: Path) -> None:
-    _keep_freed_memory()
+    keep_freed_memory()
     ((w, h),) = size
     net, _ = load_net()
     model = ConsistencyModel(net).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.flop_counter import FlopCounterMode
 
+from gtasr_stream.cli import keep_freed_memory
 from gtasr_stream.engines.device import is_oom, resolve_device, resolve_dtype
 from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.errors import UserError
@@ -498,6 +499,9 @@ def to_markdown(doc: dict[str, Any]) -> str:
 def main(**kwargs: Any) -> None:
     """Model-only fps and latency of our presets and the peers, side by side."""
     opts = ThroughputOptions(**kwargs)
+    # the process's allocator as gtasr-stream's CLI sets it (every subject of the run shares it):
+    # without it each CPU call page-faults its frame-sized blocks in afresh (NOTES.md "CPU")
+    keep_freed_memory()
     try:
         run(opts)
     except UserError as e:

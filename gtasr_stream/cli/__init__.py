@@ -24,7 +24,7 @@ from .upscale import upscale
 M_TRIM_THRESHOLD, M_MMAP_MAX, M_ARENA_MAX = -1, -4, -8  # mallopt parameters of glibc's <malloc.h>
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Make glibc's malloc keep freed memory for reuse instead of returning it to the kernel.
 
     By default blocks above 32 MiB (a batch of 1080p tensors) are mmap'd and unmapped again when
@@ -47,7 +47,7 @@ def _keep_freed_memory() -> None:
         mallopt(param, value)
 
 
-_keep_freed_memory()  # before the upscale threads make arenas of their own
+keep_freed_memory()  # before the upscale threads make arenas of their own
 main.add_command(upscale)
 main.add_command(preview)
 

@@ -9,9 +9,10 @@ each exact up to float rounding (tests/test_onestep.py):
    first convolution's bias.
 2. The head's x2 upsample (nearest or bilinear) and the 3x3 convolution after it are one 3x3
    convolution at the lower size with four times the output channels, one set per output phase
-   (a sub-pixel convolution); the last 3x3 convolution at 4x then runs on those phases as well. No
-   HR-size upsampled tensor is made, and the phases are interleaved into HR order only once, by the
-   pass that subtracts the grid notch and adds the bicubic residual.
+   (a sub-pixel convolution), with the LeakyReLU after it fused into oneDNN's call; the last 3x3
+   convolution at 4x then runs on those phases as well. No HR-size upsampled tensor is made, and the
+   phases are interleaved into HR order only once, by the pass that subtracts the grid notch and
+   adds the bicubic residual.
 3. c_out(1) is folded into that last convolution; the bicubic x4 is computed once as 16 phase
    planes, which give both the network's input (pixel-unshuffled, clamped) and the residual
    c_out * up + c_skip * clamp(up) in HR order.
@@ -53,8 +54,8 @@ def _upsample_taps(mode: str) -> Tensor:
 
 def subpixel_conv(conv: nn.Conv2d, mode: str) -> nn.Conv2d:
     """conv(upsample_x2(x)) as a conv on x with 4x the outputs, channel o * 4 + 2a + b the output
-    at phase (a, b): pixel_shuffle(result, 2) is the original, away from a 1-pixel border for
-    bilinear's outermost two rows and columns (see `upsample_conv`)."""
+    at phase (a, b): pixel_shuffle(result, 2) is the original, but for bilinear's outermost two output
+    rows and columns (see `upsample_conv`)."""
     w = conv.weight.detach().double()  # (O, I, 3, 3)
     taps = _upsample_taps(mode)
     fused = torch.einsum("oidg,ade,bgf->oabief", w, taps, taps).reshape(-1, w.shape[1], 3, 3)
@@ -214,12 +215,12 @@ class OneStep(nn.Module):
         # HR pixel (4i + 2a' + a, 4j + 2b' + b) is o[c * 4 + 2a + b, 2i + a', 2j + b']
         out = res.view(b, c, h, 2, 2, w, 2, 2)  # (B,C,i,a',a,j,b',b)
         if self.notch is not None:  # in float32, as GridNotch.forward
-            y, x = h // 4, w // 4  # blocks of 4x4 LR pixels, LR row i = 4Y + l, column j = 4X + m
+            ny, nx = h // 4, w // 4  # blocks of 4x4 LR pixels, LR row i = 4Y + l, column j = 4X + m
             # channels-last o (the convs' output) as (B,Y,l,a',X,m,b'C a b): sums over l and m are
             # sums of contiguous runs
-            pixels = o.permute(0, 2, 3, 1).reshape(b, y, 4, 2, x, 4, 2, c, 2, 2)
+            pixels = o.permute(0, 2, 3, 1).reshape(b, ny, 4, 2, nx, 4, 2, c, 2, 2)
             m = pixels.sum(5).sum(2) / 16  # (B,Y,a',X,b',C,a,b): the phase means per block
-            m = m.permute(0, 5, 2, 6, 4, 7, 1, 3).reshape(b, c, 4, 4, y, x)  # (B,C,p,q,Y,X), p = 2a' + a
+            m = m.permute(0, 5, 2, 6, 4, 7, 1, 3).reshape(b, c, 4, 4, ny, nx)  # (B,C,p,q,Y,X), p = 2a' + a
             with torch.autocast("cpu", enabled=False):
                 grid = self.notch.grid(m, channels_last=True).view(
                     b, c, 2, 2, 2, 2, h, w
