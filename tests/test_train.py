@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gtasr_stream import Upscaler
 from gtasr_stream.model import ConsistencyModel, build_network
-from training.losses import LossWeights, combine, edge_loss, rect_loss
+from training.losses import LossWeights, combine, rect_loss
 from training.lpips import LPIPS
 from training.options import Stage1Options, Stage2Options
 from training.train import autocast_dtype, batch_terms, train
@@ -144,16 +144,6 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     with_rect = batch_terms(edged, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
     out = net(rec.calls[-1][0], torch.ones(2), lq)
     assert torch.allclose(with_rect["direct_rect"], rect_loss(cheap_lpips, out, x0), atol=1e-6)
-    assert "edge" not in with_rect
-    # --direct-edge W: edge_loss (L1 of the Sobel magnitudes) of that same output
-    contrasted = dataclasses.replace(on, direct_edge=2.0)
-    with_edge = batch_terms(
-        contrasted, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0)
-    )
-    out = net(rec.calls[-1][0], torch.ones(2), lq)
-    assert (
-        torch.allclose(with_edge["edge"], edge_loss(out, x0), atol=1e-6) and with_edge["edge"].requires_grad
-    )
     # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
     only = dataclasses.replace(on, direct_lpips=1.0)
     perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

@@ -90,13 +90,6 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of LPIPS between the Sobel maps of that output and the HR (needs --direct-loss); 0: off.",
         ),
         click.option(
-            "--direct-edge",
-            type=click.FloatRange(0),
-            default=d["direct_edge"].default,
-            show_default=True,
-            help="Weight of L1 between the Sobel magnitudes of that output and the HR (needs --direct-loss); 0: off.",
-        ),
-        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

@@ -130,18 +130,6 @@ def rect_loss(lpips: Distance, x0_hat: Tensor, x0: Tensor, published: bool = Fal
     return lpips(s_hat, sobel(x0.detach()))
 
 
-def edge_loss(x0_hat: Tensor, x0: Tensor) -> Tensor:
-    """Edge-contrast penalty (our addition): mean |S(x0_hat) - S(x0)| of the Sobel magnitudes -> (B,).
-
-    LPIPS and Charbonnier settle, where an edge's exact place is uncertain, for the average of the
-    candidates: a softer edge. rect_loss compares the Sobel maps through LPIPS, which forgives that
-    too (the video model's strongest edges stayed at 0.93-0.99 of bicubic's gradient). An L1 on the
-    magnitudes themselves asks for the HR's contrast per pixel: the median of the candidates, not
-    their mean.
-    """
-    return (sobel(x0_hat) - sobel(x0.detach())).abs().mean(dim=(1, 2, 3))
-
-
 def grid_loss(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
     """Grid penalty (our addition): how far the error's luma spectrum peaks at the harmonics of a
     `period`-pixel grid above its smooth neighbourhood there -> (B,); about 1 without a grid.
@@ -213,7 +201,6 @@ class LossWeights:
     grid: float = 1.0  # our addition, on only with --grid-loss: grid_loss of that same output
     phase: float = 1.0  # our addition, on only with --phase-loss: phase_bias of that same output
     direct_rect: float = 1.0  # our addition, on only with --direct-rect: rect_loss of that same output
-    edge: float = 1.0  # our addition, on only with --direct-edge: edge_loss of that same output
 
 
 def combine(terms: dict[str, Tensor], weights: LossWeights) -> tuple[Tensor, dict[str, float]]:

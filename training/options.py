@@ -42,9 +42,6 @@ class TrainOptions:
     # Weight of rect_loss (LPIPS of the Sobel maps, Stage II's structural term) on that output: edges
     # as sharp as the HR's, where LPIPS and Charbonnier alone settle for blur. Needs direct_loss > 0. 0: off
     direct_rect: float = 0.0
-    # Weight of edge_loss on that output (L1 between the Sobel magnitudes of output and HR): edge
-    # contrast per pixel. Needs direct_loss > 0. 0: off
-    direct_edge: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

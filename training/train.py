@@ -45,7 +45,6 @@ from .losses import (
     combine,
     ct_loss,
     dtm_loss,
-    edge_loss,
     grid_loss,
     phase_bias,
     rect_loss,
@@ -121,8 +120,6 @@ def batch_terms(
             terms["phase"] = phase_bias(out, x0)
         if cfg.direct_rect > 0:  # Stage II's structural term, on the output users get
             terms["direct_rect"] = rect_loss(lpips, out, x0)
-        if cfg.direct_edge > 0:
-            terms["edge"] = edge_loss(out, x0)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
         terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
     if isinstance(cfg, Stage2Options):
@@ -181,11 +178,7 @@ def train(
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     weights = LossWeights(
-        direct=cfg.direct_loss,
-        grid=cfg.grid_loss,
-        phase=cfg.phase_loss,
-        direct_rect=cfg.direct_rect,
-        edge=cfg.direct_edge,
+        direct=cfg.direct_loss, grid=cfg.grid_loss, phase=cfg.phase_loss, direct_rect=cfg.direct_rect
     )
     if cfg.degradation not in PROFILES:
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
