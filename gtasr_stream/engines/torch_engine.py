@@ -25,7 +25,7 @@ def torch_step(model: ConsistencyModel, autocast: torch.dtype | None = None) -> 
 
     autocast: run the convolutions and linears in this dtype (CPU bf16) while the weights, GroupNorm,
     the bicubic residual and the sums stay in the model's float32. There, without noise, the step is
-    `OneStep`: the same function rearranged for eager CPU execution (1.3-1.5x faster a frame), built
+    `OneStep`: the same function rearranged for eager CPU execution (about 1.5x faster a frame), built
     once from the model's weights as they are now.
     """
     cpu = next(model.parameters()).device.type == "cpu"
