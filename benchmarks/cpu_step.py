@@ -1,17 +1,19 @@
-"""The CPU bf16 model call: the generic one-step sampler against `OneStep`, alternated in one process.
+"""The CPU model call: the generic one-step sampler against `OneStep`, alternated in one process.
 
-    python -m benchmarks.cpu_step                   # batch 4 of 480x270 -> 1080p, 11 pairs
-    python -m benchmarks.cpu_step --size 960x540 --pairs 5
+    python -m benchmarks.cpu_step                   # bf16, batch 4 of 480x270 -> 1080p, 11 pairs
+    python -m benchmarks.cpu_step --precision fp32 --size 960x540 --pairs 5
 
-Both run the shipped default model under bf16 autocast with channels-last weights, as `gtasr-stream`
-does on a CPU with native bf16: `sample_one_step` with `bicubic_x4` (the generic path, which `--fp32`,
-noise and the exports keep) and `OneStep`. After one warm-up call each, the pairs alternate their order;
-the result is the median wall and CPU time a frame of each and the median of the per-pair ratios, with
-the glibc allocator settings of the CLI. Writes benchmarks/results/cpu_step_<device>_<date>.json.
+Both run the shipped default model as `gtasr-stream` does on a CPU: bf16 autocast with channels-last
+weights where bf16 is native (the generic path with `bicubic_x4`), float32 elsewhere (the generic path
+with contiguous weights, which an explicit `--fp32` keeps); noise and the exports keep the generic path
+too. `OneStep` has channels-last weights in both. After one warm-up call each, the pairs alternate
+their order; the result is the median wall and CPU time a frame of each and the median of the per-pair
+ratios, with the glibc allocator settings of the CLI. Writes benchmarks/results/cpu_step_<device>_<date>.json.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
 from pathlib import Path
@@ -32,17 +34,29 @@ from .common import RESULTS, environment, result_stem, sizes_option, write_json
 @click.option("--size", default="480x270", callback=sizes_option, help="LR WxH.")
 @click.option("--batch", default=4, show_default=True, type=click.IntRange(1))
 @click.option("--pairs", default=11, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--precision",
+    default="bf16",
+    show_default=True,
+    type=click.Choice(["bf16", "fp32"]),
+    help="bf16 autocast (CPUs with native bf16) or float32 (the default elsewhere).",
+)
 @click.option("--results-dir", default=RESULTS, type=click.Path(file_okay=False, path_type=Path))
-def main(size: tuple[tuple[int, int], ...], batch: int, pairs: int, results_dir: Path) -> None:
+def main(
+    size: tuple[tuple[int, int], ...], batch: int, pairs: int, precision: str, results_dir: Path
+) -> None:
     keep_freed_memory()
     ((w, h),) = size
     net, _ = load_net()
-    model = ConsistencyModel(net).eval().to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+    plain = ConsistencyModel(net).eval()  # float32: contiguous weights, the generic sampler
+    model = copy.deepcopy(plain).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     fast = OneStep(model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     lq = torch.rand(batch, 3, h, w, generator=torch.Generator().manual_seed(0)) * 2 - 1
-    subjects = {"generic": lambda: sample_one_step(model, lq, None, bicubic_x4), "onestep": lambda: fast(lq)}
+    generic = model if precision == "bf16" else plain  # as the Upscaler holds them
+    bicubic = bicubic_x4 if precision == "bf16" else None
+    subjects = {"generic": lambda: sample_one_step(generic, lq, None, bicubic), "onestep": lambda: fast(lq)}
     times: dict[str, list[tuple[float, float]]] = {k: [] for k in subjects}
-    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16):
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
         for f in subjects.values():
             f()
         for i in range(pairs):
@@ -62,7 +76,14 @@ def main(size: tuple[tuple[int, int], ...], batch: int, pairs: int, results_dir:
         for k, v in times.items()
     }
     env = environment(torch.device("cpu"), "benchmarks.cpu_step")
-    doc = {"env": env, "size": [w, h], "batch": batch, "pairs": pairs, "ms_per_frame": rows}
+    doc = {
+        "env": env,
+        "size": [w, h],
+        "batch": batch,
+        "pairs": pairs,
+        "precision": precision,
+        "ms_per_frame": rows,
+    }
     doc["generic_over_onestep_median"] = statistics.median(ratios)
     for name, row in rows.items():
         print(f"{name}: {row['wall_median']:.0f} ms a frame (CPU {row['cpu_median']:.0f} ms)")

@@ -15,6 +15,7 @@ from gtasr_stream import Upscaler
 from gtasr_stream.engines import device as device_mod
 from gtasr_stream.engines.device import cpu_has_native_bf16
 from gtasr_stream.model import sample_one_step
+from gtasr_stream.model.onestep import OneStep
 
 # bf16 vs fp32 of the shipped video model on 8-bit frames: measured 61.6-62.6 dB, max 1 code value,
 # on bikes, vtest and carphone (AMX Xeon, benchmarks/results/cpu_quality_*.json). 50 dB is an RMS error
@@ -33,6 +34,24 @@ def test_cpu_default_is_bf16_autocast_only_where_native(
     assert up.dtype == (torch.bfloat16 if native else torch.float32)
     assert up.autocast is native
     assert next(up.model.parameters()).dtype == torch.float32  # autocast keeps float32 weights
+
+
+def test_cpu_default_without_native_bf16_is_float32_onestep(
+    tiny_weights: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Where bf16 is emulated the default is float32 through OneStep: sample_one_step's numbers to
+    float rounding. An explicit --fp32 stays on the generic sampler (next test)."""
+    monkeypatch.setattr(device_mod, "cpu_has_native_bf16", lambda: False)
+    up = Upscaler(weights=tiny_weights, device="cpu", noise="none")
+    assert up.dtype == torch.float32 and not up.autocast and up.onestep
+    assert not Upscaler(weights=tiny_weights, device="cpu", precision="fp32").onestep
+    rgb = torch.rand(1, 3, 40, 56, generator=torch.Generator().manual_seed(3))
+    with torch.inference_mode():
+        ref = sample_one_step(up.model, rgb * 2 - 1, None).add(1).mul(0.5).clamp(0, 1)
+        out = up(rgb)
+        fast = OneStep(up.model).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+        assert torch.equal(out, fast(rgb * 2 - 1).add(1).mul(0.5).clamp(0, 1))  # OneStep ran
+    assert (out - ref).abs().max() < 1e-5
 
 
 def test_fp32_is_the_exact_path(tiny_weights: Path) -> None:

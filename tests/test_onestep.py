@@ -53,7 +53,7 @@ def test_onestep_is_a_frozen_copy() -> None:
 
 def test_cpu_bf16_step_runs_onestep_without_noise_and_the_generic_path_with_it() -> None:
     model = _model("bilinear", 3).to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-    step = torch_step(model, torch.bfloat16)
+    step = torch_step(model, torch.bfloat16, onestep=True)
     lq = torch.rand(1, 3, 40, 48) * 2 - 1
     eps = torch.randn(1, 3, 160, 192) * 0.1
     with torch.inference_mode():
