@@ -367,6 +367,10 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
             "1",
             "--videos",
             str(videos),
+            "--real-frames",
+            "2",
+            "--real-size",
+            "0",
             "--device",
             "cpu",
         ],
@@ -385,6 +389,7 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
         f"gtasr --noise {report['gtasr_noise']}"
     }
     assert report["gtasr_noise"] == "fixed" and others <= set(res) and len(others) == 2
+    assert (report["options"]["real_frames"], report["options"]["real_size"]) == ("2", "0")
     assert abs(res["bicubic"]["psnr_y"] - res["lanczos"]["psnr_y"]) < 2  # two interpolators, close
     # fresh noise on a stream changes every frame: it must flicker more than one fixed noise
     assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]
@@ -406,6 +411,17 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
     assert res["real clip.mp4: lanczos"]["sharpness"] > 1  # Lanczos is the sharper interpolator
     # one crop row per video source: the medium clip (3 methods + truth) and the real clip (3 methods)
     assert Image.open(tmp_path / "ev" / "compare_video.png").size == (4 * 192, 2 * 192)
+
+
+def test_real_clips_are_read_whole_or_centre_cropped(tmp_path):
+    """read_clip: size 0 is the whole frame; a size crops the centre to at most size x size."""
+    from training.evaluate_video import read_clip
+
+    path = make_clip(tmp_path / "c.mp4", width=96, height=64, frames=4).path
+    assert read_clip(path, 2, 0).shape == (2, 3, 64, 96)
+    crop = read_clip(path, 8, 32)
+    assert crop.shape == (4, 3, 32, 32)
+    assert torch.equal(crop, read_clip(path, 4, 0)[..., 16:48, 32:64])
 
 
 def test_evaluate_without_clips_reports_the_photos_only(photos, lpips_file, tmp_path, tiny_weights):

@@ -193,6 +193,20 @@ def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
     help="Folder of real clips (no ground truth): sharpness and periodicity against bicubic.",
 )
 @click.option("--no-videos", is_flag=True, help="Skip the real clips.")
+@click.option(
+    "--real-frames",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="Frames read from each real clip.",
+)
+@click.option(
+    "--real-size",
+    type=click.IntRange(0),
+    default=128,
+    show_default=True,
+    help="Centre crop of the real clips' frames, px a side (0: whole frames, the steadier score; peers are slow).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate_cmd(peers: Path | None, no_peers: bool, no_videos: bool, **kw: Any) -> None:

@@ -102,8 +102,8 @@ def video_rows(
 
 
 def read_clip(path: Path, frames: int, size: int) -> torch.Tensor:
-    """The first `frames` frames of a video file, centre-cropped to at most size x size (even sides);
-    (T,3,h,w) float in [0,1]."""
+    """The first `frames` frames of a video file, centre-cropped to at most size x size (even sides;
+    size 0: whole frames, even sides); (T,3,h,w) float in [0,1]."""
     with av.open(str(path)) as container:
         out = []
         for frame in container.decode(video=0):
@@ -112,6 +112,7 @@ def read_clip(path: Path, frames: int, size: int) -> torch.Tensor:
                 break
     clip = torch.stack(out).float() / 255
     h, w = clip.shape[-2:]
+    size = size or max(h, w)
     ch, cw = min(h, size) // 2 * 2, min(w, size) // 2 * 2
     top, left = (h - ch) // 2, (w - cw) // 2
     return clip[..., top : top + ch, left : left + cw]
