@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
+from fractions import Fraction
 from pathlib import Path
 
+import av
+import numpy as np
 import pytest
 from conftest import run_cli
 from media import make_clip
 
 from gtasr_stream import EncodeOptions, Upscaler, upscale_video
 from gtasr_stream.errors import UserError
+from gtasr_stream.video.color import YUVLayout
+from gtasr_stream.video.reader import VideoInfo
+from gtasr_stream.video.realtime import realtime_threads
+from gtasr_stream.video.writer import Sink
 
 
 class CountingUpscaler(Upscaler):
@@ -80,3 +88,32 @@ def test_bad_preset_is_one_line_on_the_command_line(tmp_path, clip, tiny_weights
         "(x264 [error]: invalid preset 'nosuch'); check the values"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "sched_getscheduler") or os.geteuid() != 0,
+    reason="SVT-AV1 switches to real time only for root, on Linux",
+)
+def test_av1_run_by_root_leaves_every_thread_as_it_was(tmp_path):
+    """SVT-AV1 opened by root made the thread that opened it SCHED_FIFO 99 (the main one, which checks
+    the settings; then the encode thread), with its own threads and every thread started after: the
+    upscale thread's OpenMP team spun at real-time priority, and on two cores the suite hung."""
+    h, w = 64, 64
+    info = VideoInfo(w, h, Fraction(1, 25), Fraction(25), None, 8, 1, 1, 2, 2, None)
+    planes = (np.full((h, w), 100, np.uint8), np.full((h // 2, w // 2), 128, np.uint8))
+    try:
+        sink = Sink(
+            str(tmp_path / "o.mkv"), EncodeOptions(codec="libsvtav1"), info, [], 0, (h, w), False, print
+        )
+        after_check = realtime_threads()
+        sink.start(YUVLayout(8, 1, 1, "bt709", "limited"), 0)
+        for i in range(3):
+            sink.write((planes[0], planes[1], planes[1]), i)
+        while_open = realtime_threads()  # the encoder and its threads are open
+        sink.close()
+    finally:
+        for t in realtime_threads():  # a failure here must not leave later tests real-time
+            os.sched_setscheduler(t, os.SCHED_OTHER, os.sched_param(0))
+    assert after_check == [] and while_open == [], (after_check, while_open)
+    with av.open(str(tmp_path / "o.mkv")) as c:
+        assert len(list(c.decode(video=0))) == 3  # and the file is whole

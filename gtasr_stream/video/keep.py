@@ -15,6 +15,7 @@ from typing import Any
 import av
 
 from ..errors import UserError
+from .realtime import keep_scheduling
 
 # Tags that describe the old encoding or that the muxer writes itself: never copied.
 _NOT_COPIED = {
@@ -98,7 +99,8 @@ def writable(
         out: Any = av.open(io.BytesIO(), "w", format=fmt)
         try:
             build(out, streams, tc)
-            out.start_encoding()  # the header: where muxers check their streams
+            with keep_scheduling():  # the encoders open (SVT-AV1 run by root: realtime.py)
+                out.start_encoding()  # the header: where muxers check their streams
             return None
         except UserError as e:
             return str(e)

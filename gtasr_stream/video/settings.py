@@ -16,6 +16,7 @@ from typing import Any
 import av
 
 from ..errors import UserError, held_stderr
+from .realtime import keep_scheduling
 
 # Which encoder option takes --crf, and its default when --crf is not given.
 CRF_OPTION: dict[str, tuple[str, float]] = {
@@ -86,8 +87,8 @@ def check_encoder_settings(
         ctx.color_range = 2  # JPEG is full range; the real stream is told so in `Sink.start`
     ctx.options = dict(options)
     try:
-        with held_stderr() as printed:  # x264 prints "x264 [error]: invalid preset" itself: ours says it
-            ctx.open()
+        with held_stderr() as printed, keep_scheduling():  # x264 prints "x264 [error]: invalid preset"
+            ctx.open()  # itself: ours says it; SVT-AV1 run by root makes this thread real-time (realtime.py)
     except (av.FFmpegError, ValueError, OSError) as e:
         flags = [f"--preset {preset}"] if preset else []
         flags += [f"-e {k}={v}" for k, v in extra.items()]

@@ -26,6 +26,7 @@ from . import audio, keep
 from .color import YUVLayout
 from .keep import timecode_of
 from .reader import AVCOL_OF_MATRIX, AVCOL_RANGE, VideoInfo, is_cover
+from .realtime import keep_scheduling
 from .settings import check_encoder_settings, encoder_options
 
 # Text subtitle codecs, in the order we convert to when a container cannot hold the input's.
@@ -390,6 +391,8 @@ class Sink:
                 f"the HDR10 metadata ({hdr10.replace(':', ', ')}) is left out: {self.codec} does not write it"
                 " here (-c libx265 keeps it)"
             )
+        with keep_scheduling():  # the encoders open here, SVT-AV1's threads with them (realtime.py)
+            self.out.start_encoding()
         self.started = True
         for p in self.pending:
             self.mux(p)
