@@ -45,8 +45,8 @@ class EvaluateOptions:
     clip_frames: int = 8
     videos: Path | None = DEFAULT_LPIPS.parents[1] / "videos"  # real clips (no truth); None: skip them
     real_frames: int = 8  # frames read from each real clip
-    # centre crop of each real clip's LR frames (px a side, at most); 0: whole frames. Small samples
-    # make the periodicity ratio move more with the sample than with the model (README, Shipped models)
+    # centre crop of each real clip's LR frames (px a side, at most); 0: whole frames (slow peers on
+    # a CPU, a steadier periodicity: more 256-px segments to average, training/metrics.py)
     real_size: int = 128
     seed: int = 0  # of the degradation: the same inputs for every method and every run
     device: str = "auto"

@@ -139,8 +139,9 @@ def grid_loss(x0_hat: Tensor, x0: Tensor, period: int = 4) -> Tensor:
     metrics.periodicity do. The error at those frequencies is mostly detail the LR lost, which spreads
     smoothly over neighbouring frequencies; a grid is a peak on top of it. So, per harmonic, the 3x3
     bins at the peak (the Hann window spreads a pure grid over them) over the median of the 7x7 ring
-    around them, as metrics.periodicity scores the output. The ring is detached: the gradient only
-    lowers the peak.
+    around them, as metrics.periodicity scores the output (which first averages the periodograms of
+    many segments: an evaluation over frames, where this is a loss per crop). The ring is detached:
+    the gradient only lowers the peak.
     """
     w = torch.tensor((0.299, 0.587, 0.114), dtype=x0.dtype, device=x0.device).view(1, 3, 1, 1)
     err = ((x0_hat - x0) * w).sum(1)  # (B,H,W): luma error; the offset of Y cancels
