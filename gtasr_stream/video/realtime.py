@@ -7,8 +7,8 @@ run its decode, upscale and encode threads, and the upscale thread's OpenMP team
 threads above everything else on the machine. On two cores the test suite livelocked so: two
 real-time OpenMP threads spinning at a barrier, the thread they waited for never scheduled, the
 whole machine down to the 5 % the kernel leaves to other tasks. Nobody asked for real time here:
-`keep_scheduling` puts every thread that an open made real-time back to what it was. Linux only
-(other systems have no such calls, and SVT-AV1 does this only on Linux).
+`keep_scheduling` puts every thread that an open made real-time back to what it was. It reads the
+threads from /proc and needs `os.sched_setscheduler`: Linux only; elsewhere it does nothing.
 """
 
 from __future__ import annotations
