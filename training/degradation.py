@@ -387,6 +387,23 @@ def _to_rgb24(frame: av.VideoFrame) -> np.ndarray:
     return (rgb * 255).round_().to(torch.uint8).numpy()
 
 
+def _has_avx512() -> bool:
+    """Whether this CPU has AVX-512 (Linux's /proc/cpuinfo; False where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
+
+
+# x264's AVX-512 routines (the x264 inside PyAV's wheels) made its output depend on what was in the
+# heap before: the same frames, re-encoded at preset medium, gave 2 bitstreams in 16 encodes in one
+# process, 1 with x264's AVX2, SSE4.2 or C code (the same bitstream each time). So the evaluation's
+# heavy clips and training's samples changed between runs. On AVX-512 CPUs, which all have AVX2, x264
+# gets AVX2 and below; other CPUs keep x264's own detection.
+_X264_PARAMS = {"x264-params": "asm=AVX2"} if _has_avx512() else {}
+
+
 def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
     """(T,h,w,3) uint8 frames through one encoder and back, as one clip; h, w even.
 
@@ -398,8 +415,10 @@ def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "
     enc.width, enc.height, enc.pix_fmt = w, h, "yuv420p"
     enc.time_base, enc.framerate = Fraction(1, 25), Fraction(25)
     if codec in CRF_CODECS:
-        # threads=1: x264/x265 are deterministic anyway, but tiny frames gain nothing from threads
+        # threads=1: tiny frames gain nothing from threads
         options = {"crf": str(q), "preset": preset, "threads": "1"}
+        if codec == "libx264":
+            options |= _X264_PARAMS
         if codec == "libx265":
             options["x265-params"] = "log-level=none:pools=1:frame-threads=1"  # one thread, like x264
     else:  # qmin = qmax: a constant quantiser, what `-q:v` does for these encoders
