@@ -185,3 +185,21 @@ def test_cli_crop_and_device_errors_are_one_line(photos, lpips_file, tmp_path):
         assert r.returncode == 1 and len(lines) == 1 and expected in lines[0], r.stderr
         assert "Traceback" not in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_cli_stage2_starts_from_a_weights_file(photos, lpips_file, tiny_weights, tmp_path):
+    """stage2 --init takes what stage1 --init takes, a weights file too (the shipped files are EMA
+    weights, their run folders long gone)."""
+    args = ["--data", photos, "--lpips", lpips_file, "--steps", "1", "--crop", "128", "--batch", "1"]
+    args += ["--init", tiny_weights, "--out", tmp_path / "s2"]
+    r = subprocess.run(
+        [sys.executable, "-m", "training.cli", "stage2", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    logged = json.loads((tmp_path / "s2" / "metrics.jsonl").read_text().splitlines()[-1])
+    assert logged["stage"] == "stage2" and logged["dtm"] > 0
+    assert (tmp_path / "s2" / "ema.safetensors").is_file()

@@ -158,9 +158,9 @@ def stage1(no_ta: bool, init: Path | None, **kw: Any) -> None:
 @_common
 @click.option(
     "--init",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=click.Path(exists=True, path_type=Path),
     required=True,
-    help="Stage I run folder (or checkpoint folder).",
+    help="Start from Stage I: a run folder, a checkpoint or its weights (.safetensors).",
 )
 @click.option("--rect-published", is_flag=True, help="Rect without gradient, as in the published code.")
 def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
