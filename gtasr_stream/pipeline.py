@@ -171,10 +171,7 @@ def _run(
         if dst is None or image
         else [s for s in container.streams if s.index != stream.index and (s.type != "video" or is_cover(s))]
     )
-    # 3. the output, opened before any work so that flag and path errors come first
     cuda = upscaler.device.type == "cuda"
-    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn, overwrite, container)
-    stats.codec = sink.codec
     stop = threading.Event()
     errors: list[BaseException] = []
     q_dec: queue.Queue[Any] = queue.Queue(maxsize=2 * upscaler.batch + 2)
@@ -286,7 +283,11 @@ def _run(
         threading.Thread(target=guarded(fn), name=f"gtasr-{name}", daemon=True)
         for name, fn in zip(STAGES, (decode_stage, upscale_stage, encode_stage), strict=True)
     ]
+    # 3. the output, opened before any work so that flag and path errors come first; from here on a
+    # stop (Ctrl-C, SIGTERM) at any statement reaches the cleanup below
+    sink = Sink(dst, encode, info, copy, stream.index, (out_h, out_w), cuda, warn, overwrite, container)
     try:
+        stats.codec = sink.codec
         for th in threads:
             th.start()
         while any(th.is_alive() for th in threads):
@@ -310,7 +311,8 @@ def _run(
     except BaseException:
         stop.set()
         for th in threads:
-            th.join(timeout=10)
+            if th.is_alive():  # a stop while they were being started leaves some not started
+                th.join(timeout=10)
         sink.abort()
         raise
 

@@ -14,6 +14,7 @@ import urllib.request
 from pathlib import Path
 
 import av
+import pytest
 from conftest import REPO
 from media import make_clip
 
@@ -70,3 +71,30 @@ def test_sigterm_finishes_the_preview_recording(tmp_path, tiny_weights):
     with av.open(str(out)) as c:
         assert sum(1 for _ in c.decode(video=0)) >= 3
     assert not [f for f in os.listdir(tmp_path) if "partial" in f]
+
+
+def test_a_stop_while_the_workers_start_removes_the_partial_file(tmp_path, tiny_weights, monkeypatch):
+    """SIGTERM landing while the pipeline starts its threads (the partial file already open) was an
+    'internal error: cannot join thread before it is started' that left the file behind."""
+    import threading
+
+    from gtasr_stream import Upscaler
+    from gtasr_stream.pipeline import upscale_video
+    from gtasr_stream.signals import Terminated
+
+    src = make_clip(tmp_path / "in.mkv", frames=4, width=32, height=24, codec="ffv1", pix_fmt="yuv444p").path
+    started = []
+    real_start = threading.Thread.start
+
+    def start(self: threading.Thread) -> None:
+        started.append(self.name)
+        if len(started) == 2:  # the signal arrives after the decoder started, before the upscaler
+            raise Terminated
+        real_start(self)
+
+    monkeypatch.setattr(threading.Thread, "start", start)
+    up = Upscaler(weights=tiny_weights, device="cpu", batch=1)
+    with pytest.raises(Terminated):  # the stop itself, not an error raised while cleaning up after it
+        upscale_video(str(src), str(tmp_path / "out.mkv"), up)
+    assert started[:2] == ["gtasr-decode", "gtasr-upscale"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
