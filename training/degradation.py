@@ -387,21 +387,14 @@ def _to_rgb24(frame: av.VideoFrame) -> np.ndarray:
     return (rgb * 255).round_().to(torch.uint8).numpy()
 
 
-def _has_avx512() -> bool:
-    """Whether this CPU has AVX-512 (Linux's /proc/cpuinfo; False where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
-
-
 # x264's AVX-512 routines (the x264 inside PyAV's wheels) made its output depend on what was in the
 # heap before: the same frames, re-encoded at preset medium, gave 2 bitstreams in 16 encodes in one
 # process, 1 with x264's AVX2, SSE4.2 or C code (the same bitstream each time). So the evaluation's
 # heavy clips and training's samples changed between runs. On AVX-512 CPUs, which all have AVX2, x264
-# gets AVX2 and below; other CPUs keep x264's own detection.
-_X264_PARAMS = {"x264-params": "asm=AVX2"} if _has_avx512() else {}
+# gets AVX2 and below; other CPUs keep x264's own detection. torch's query is private, read as
+# engines/device.py reads its siblings: a torch without it reads as "no AVX-512".
+_HAS_AVX512 = bool(getattr(torch.cpu, "_is_avx512_supported", lambda: False)())
+_X264_PARAMS = {"x264-params": "asm=AVX2"} if _HAS_AVX512 else {}
 
 
 def encode_frames(frames: np.ndarray, codec: VideoCodec, q: int, preset: str = "ultrafast") -> np.ndarray:
