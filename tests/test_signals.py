@@ -98,3 +98,25 @@ def test_a_stop_while_the_workers_start_removes_the_partial_file(tmp_path, tiny_
         upscale_video(str(src), str(tmp_path / "out.mkv"), up)
     assert started[:2] == ["gtasr-decode", "gtasr-upscale"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mkv"]
+
+
+@pytest.mark.parametrize("where", ["open", "image_encoder"])
+def test_a_stop_while_the_output_opens_removes_the_partial_file(tmp_path, monkeypatch, where):
+    """The partial file exists from before the muxer opens it; a stop inside av.open only removed it
+    for FFmpeg's own errors and left it beside OUT."""
+    from fractions import Fraction
+
+    from gtasr_stream import EncodeOptions
+    from gtasr_stream.signals import Terminated
+    from gtasr_stream.video import writer
+    from gtasr_stream.video.reader import VideoInfo
+
+    def stop(*args: object, **kwargs: object) -> None:
+        assert len(list(tmp_path.iterdir())) == 1  # the partial file, as the stop lands
+        raise Terminated
+
+    monkeypatch.setattr(writer.av if where == "open" else writer, where, stop)
+    info = VideoInfo(64, 64, Fraction(1, 25), Fraction(25), None, 8, 1, 1, 2, 2, None)
+    with pytest.raises(Terminated):
+        writer.Sink(str(tmp_path / "o.mkv"), EncodeOptions(), info, [], 0, (64, 64), False, print)
+    assert list(tmp_path.iterdir()) == []

@@ -226,8 +226,11 @@ class Sink:
                     f"output '{dst}': cannot tell the container from its extension; pass -f/--format"
                 ) from None
             raise UserError(f"-f/--format: cannot write '{fmt}' ({e})") from None
-        self.image = image_encoder(dst, fmt)  # an image holds one frame: the pipeline stops after it
+        except BaseException:  # a stop (Ctrl-C, SIGTERM) while the muxer opens: no partial file left
+            self._remove_tmp()
+            raise
         try:
+            self.image = image_encoder(dst, fmt)  # an image holds one frame: the pipeline stops after it
             self.codec = choose_codec(opts, info, self.out.format.name, cuda, self.image)
             self.pix_fmt = choose_pix_fmt(self.codec, info, opts.pix_fmt, warn)
             if opts.audio_codec not in (None, "copy"):
