@@ -22,6 +22,7 @@ from training.losses import (
     rect_loss,
     sobel,
     ta_loss,
+    texture_loss,
 )
 from training.lpips import LPIPS
 
@@ -232,3 +233,25 @@ def test_phase_bias_is_local_to_tiles() -> None:
     grid[:, 32:] *= -1
     torch.testing.assert_close(phase_bias(x0 + grid, x0), torch.full((1,), 15 / 16), atol=1e-4, rtol=0)
     assert float(phase_bias(x0 + grid, x0, tile=64)) < 1e-8
+
+
+def test_texture_loss_keeps_a_shifted_texture_and_rejects_a_smoothed_one(lpips: LPIPS) -> None:
+    """The Gram loss asks for the HR's kind of texture per square, not its phase: the same periodic
+    texture shifted by half its period scores far lower than the texture smoothed away, though pixel
+    by pixel the shifted one is further off. 0 for equal images; gradient to x0_hat only."""
+    g = torch.Generator().manual_seed(0)
+    tile = torch.rand(1, 3, 8, 8, generator=g) * 2 - 1
+    x0 = tile.repeat(1, 1, 8, 8)  # 64x64, period 8
+    shifted = torch.roll(x0, shifts=(4, 4), dims=(2, 3))
+    smooth = torch.nn.functional.avg_pool2d(x0, 5, 1, 2, count_include_pad=False)
+    taps = lambda x: lpips.vgg_taps(x, 3)  # noqa: E731
+    assert float(texture_loss(taps, x0, x0).abs().max()) < 1e-6
+    near, far = texture_loss(taps, shifted, x0), texture_loss(taps, smooth, x0)
+    assert near.shape == (1,) and float(near) < 0.2 * float(far), (near, far)
+    assert float(charbonnier(shifted, x0)) > float(charbonnier(smooth, x0))
+    x_hat = smooth.clone().requires_grad_()
+    target = x0.clone().requires_grad_()
+    texture_loss(taps, x_hat, target).sum().backward()
+    assert x_hat.grad is not None and bool(x_hat.grad.abs().sum() > 0) and target.grad is None
+    with pytest.raises(ValueError, match="32-pixel squares"):
+        texture_loss(taps, x0[..., :48], x0[..., :48])

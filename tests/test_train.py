@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gtasr_stream import Upscaler
 from gtasr_stream.model import ConsistencyModel, build_network
-from training.losses import LossWeights, combine, rect_loss
+from training.losses import LossWeights, combine, rect_loss, texture_loss
 from training.lpips import LPIPS
 from training.options import Stage1Options, Stage2Options
 from training.train import autocast_dtype, batch_terms, train
@@ -144,6 +144,16 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     with_rect = batch_terms(edged, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
     out = net(rec.calls[-1][0], torch.ones(2), lq)
     assert torch.allclose(with_rect["direct_rect"], rect_loss(cheap_lpips, out, x0), atol=1e-6)
+    # --direct-texture W: texture_loss of that same output, from the LPIPS network's VGG taps
+    textured = dataclasses.replace(on, direct_texture=1.0)
+    with pytest.raises(TypeError, match="--direct-texture"):
+        batch_terms(textured, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    vgg = LPIPS()
+    with_texture = batch_terms(textured, 0, rec, rec, rec, vgg, x0, lq, torch.Generator().manual_seed(0))
+    out = net(rec.calls[-1][0], torch.ones(2), lq)
+    want = texture_loss(lambda x: vgg.vgg_taps(x, 3), out, x0)
+    assert with_texture["direct_texture"].requires_grad
+    assert torch.allclose(with_texture["direct_texture"], want, atol=1e-6)
     # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
     only = dataclasses.replace(on, direct_lpips=1.0)
     perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

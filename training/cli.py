@@ -90,6 +90,13 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of LPIPS between the Sobel maps of that output and the HR (needs --direct-loss); 0: off.",
         ),
         click.option(
+            "--direct-texture",
+            type=click.FloatRange(0),
+            default=d["direct_texture"].default,
+            show_default=True,
+            help="Weight of a Gram-matrix texture loss (VGG, 32-pixel squares) on that output (needs --direct-loss); 0: off.",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

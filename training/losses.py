@@ -187,6 +187,36 @@ def phase_bias(x0_hat: Tensor, x0: Tensor, period: int = 4, tile: int = 32) -> T
     return (phases - phases.mean((3, 5), keepdim=True)).square().sum((3, 5)).mean((1, 2, 3))
 
 
+def texture_loss(
+    taps: Callable[[Tensor], list[Tensor]], x0_hat: Tensor, x0: Tensor, patch: int = 32
+) -> Tensor:
+    """Texture loss (our addition; EnhanceNet's L_T, Sajjadi et al., ICCV 2017): per `patch`-pixel
+    square, the Gram matrices of each VGG tap of output and HR, their squared difference summed over
+    squares, relative to the HR's summed squared Gram, averaged over taps -> (B,); 0 when equal.
+
+    `taps` maps (N,3,H,W) in [-1,1] to ReLU taps at strides 1, 2, 4, ... (LPIPS.vgg_taps). A Gram
+    matrix keeps which features occur together in a square, not where: where the LR hides the HR's
+    texture (grass under codec blocks) pixel and LPIPS losses settle for a smooth mean, while this
+    asks for texture of the HR's kind in the right square without asking for its exact phase.
+    """
+    b = x0_hat.shape[0]
+    total = x0_hat.new_zeros(b, dtype=torch.float32)
+    feats = taps(torch.cat([x0_hat, x0.detach()]))
+    for level, f in enumerate(feats):
+        p = patch >> level  # tap `level` has stride 2^level
+        n, c, h, w = f.shape
+        if p < 1 or h % p or w % p:
+            raise ValueError(
+                f"texture_loss: tap {level} ({h}x{w}) is not a whole number of {p}-pixel squares"
+            )
+        f = f.float().reshape(n, c, h // p, p, w // p, p).permute(0, 2, 4, 1, 3, 5).reshape(n, -1, c, p * p)
+        gram = f @ f.transpose(-1, -2) / (p * p)  # (N, squares, C, C)
+        g_out, g_hr = gram[:b], gram[b:].detach()
+        err = (g_out - g_hr).square().sum((1, 2, 3))
+        total = total + err / g_hr.square().sum((1, 2, 3)).clamp_min(1e-12)
+    return total / len(feats)
+
+
 # ------------------------------------------------------------------------------------ weighting
 
 
@@ -202,6 +232,7 @@ class LossWeights:
     grid: float = 1.0  # our addition, on only with --grid-loss: grid_loss of that same output
     phase: float = 1.0  # our addition, on only with --phase-loss: phase_bias of that same output
     direct_rect: float = 1.0  # our addition, on only with --direct-rect: rect_loss of that same output
+    direct_texture: float = 1.0  # our addition, on only with --direct-texture: texture_loss of that output
 
 
 def combine(terms: dict[str, Tensor], weights: LossWeights) -> tuple[Tensor, dict[str, float]]:

@@ -97,17 +97,20 @@ class LPIPS(nn.Module):
         self.requires_grad_(False)
         self.eval()
 
-    def _features(self, x: Tensor) -> list[Tensor]:
-        # x (N,3,H,W) in [-1,1] -> 5 unit-normalised ReLU taps (N,C_l,H/2^l,W/2^l)
+    def vgg_taps(self, x: Tensor, n: int = len(VGG_SLICES)) -> list[Tensor]:
+        """The ReLU taps of the first n VGG slices as they are: x (N,3,H,W) in [-1,1] -> n x (N,C_l,H/2^l,W/2^l)."""
         shift, scale = self.scaling_layer.get_buffer("shift"), self.scaling_layer.get_buffer("scale")
         h = (x - shift) / scale
         taps = []
-        for s in range(1, len(VGG_SLICES) + 1):
+        for s in range(1, n + 1):
             h = self.net.get_submodule(f"slice{s}")(h)
-            # vector_norm, not pow().sum().sqrt(): same value, but a zero gradient (not NaN) where a
-            # pixel's features are all zero.
-            taps.append(h / (torch.linalg.vector_norm(h, dim=1, keepdim=True) + NORM_EPS))
+            taps.append(h)
         return taps
+
+    def _features(self, x: Tensor) -> list[Tensor]:
+        # x (N,3,H,W) in [-1,1] -> 5 unit-normalised ReLU taps. vector_norm, not pow().sum().sqrt(): same
+        # value, but a zero gradient (not NaN) where a pixel's features are all zero.
+        return [h / (torch.linalg.vector_norm(h, dim=1, keepdim=True) + NORM_EPS) for h in self.vgg_taps(x)]
 
     def forward(self, x: Tensor, y: Tensor) -> Tensor:
         """LPIPS(x, y) per sample: x, y (B,3,H,W) in [-1,1] -> (B,)."""

@@ -42,6 +42,9 @@ class TrainOptions:
     # Weight of rect_loss (LPIPS of the Sobel maps, Stage II's structural term) on that output: edges
     # as sharp as the HR's, where LPIPS and Charbonnier alone settle for blur. Needs direct_loss > 0. 0: off
     direct_rect: float = 0.0
+    # Weight of texture_loss (Gram matrices of VGG relu1_2..relu3_3 per 32-pixel square) on that output:
+    # texture of the HR's kind where the LR hides it. Needs direct_loss > 0. 0: off
+    direct_texture: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

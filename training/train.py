@@ -49,8 +49,9 @@ from .losses import (
     phase_bias,
     rect_loss,
     ta_loss,
+    texture_loss,
 )
-from .lpips import load_lpips
+from .lpips import LPIPS, load_lpips
 from .options import Stage1Options, Stage2Options
 from .samples import save_grid, val_crops
 from .video_degradation import PROFILES, degrade_profile
@@ -120,6 +121,10 @@ def batch_terms(
             terms["phase"] = phase_bias(out, x0)
         if cfg.direct_rect > 0:  # Stage II's structural term, on the output users get
             terms["direct_rect"] = rect_loss(lpips, out, x0)
+        if cfg.direct_texture > 0:
+            if not isinstance(lpips, LPIPS):
+                raise TypeError("--direct-texture needs the LPIPS network's VGG taps")
+            terms["direct_texture"] = texture_loss(lambda x: lpips.vgg_taps(x, 3), out, x0)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
         terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
     if isinstance(cfg, Stage2Options):
@@ -178,7 +183,11 @@ def train(
     for module in (model, ema, lpips):  # faster convolutions on CPUs (oneDNN) and tensor cores alike
         module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     weights = LossWeights(
-        direct=cfg.direct_loss, grid=cfg.grid_loss, phase=cfg.phase_loss, direct_rect=cfg.direct_rect
+        direct=cfg.direct_loss,
+        grid=cfg.grid_loss,
+        phase=cfg.phase_loss,
+        direct_rect=cfg.direct_rect,
+        direct_texture=cfg.direct_texture,
     )
     if cfg.degradation not in PROFILES:
         raise ValueError(f"--degradation must be one of {', '.join(PROFILES)}, got {cfg.degradation!r}")
