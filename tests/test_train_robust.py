@@ -173,10 +173,15 @@ def gtasr_train(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 def test_cli_crop_and_device_errors_are_one_line(photos, lpips_file, tmp_path):
     """A crop the preset cannot tile (--crop 64, click's old minimum, failed an assert deep in the
-    network for every preset) and --device cuda without a GPU: one line each, exit 1, no traceback.
+    network for every preset), --device cuda without a GPU and a term on the noise-free output
+    without --direct-loss: one line each, exit 1, no traceback.
     Every other test here trains at --crop 128, click's minimum now, with the default preset."""
     base = ["--data", photos, "--lpips", lpips_file, "--steps", "1", "--out", tmp_path / "out"]
     cases = [(["--preset", "small", "--crop", "128"], "--crop 128: the small preset takes multiples of 256")]
+    # terms on the noise-free output were silently left out without --direct-loss
+    cases.append(
+        (["--crop", "128", "--grid-loss", "0.5", "--direct-texture", "1"], "--grid-loss, --direct-texture:")
+    )
     if not torch.cuda.is_available():
         cases.append((["--crop", "128", "--device", "cuda"], "--device cuda: no CUDA device"))
     for args, expected in cases:

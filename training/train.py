@@ -165,6 +165,14 @@ def train(
     unit = SCALE * PRESETS[cfg.preset].multiple if cfg.preset in PRESETS else 1  # unknown: build_network says
     if cfg.crop % unit:  # the LR crop must tile the network's windows (the assert deep in its forward)
         raise ValueError(f"--crop {cfg.crop}: the {cfg.preset} preset takes multiples of {unit}")
+    on_direct = {
+        "--grid-loss": cfg.grid_loss,
+        "--phase-loss": cfg.phase_loss,
+        "--direct-rect": cfg.direct_rect,
+    }
+    on_direct["--direct-texture"] = cfg.direct_texture
+    if cfg.direct_loss <= 0 and (unused := [flag for flag, w in on_direct.items() if w > 0]):
+        raise ValueError(f"{', '.join(unused)}: weight terms on the noise-free output; add --direct-loss W")
     if not cfg.resume and (last := latest_checkpoint(cfg.out / "checkpoints")) is not None:
         # a fresh run there would mix its checkpoints with the old run's, and keeping the newest two
         # by step would delete its own as soon as it wrote them
