@@ -109,6 +109,40 @@ def test_pair_shares_epsilon(photos, lpips_file, tmp_path):
     pytest.fail("no batch with n > 0 in 20 seeds")
 
 
+def test_batches_made_ahead_in_a_thread_are_the_batches_made_in_step(
+    photos, lpips_file, tmp_path, monkeypatch
+):
+    """On CUDA the next batch is degraded in a thread while a step trains; the batches, and the
+    generators that go on into the loss terms, must be those of a run without it (exact resume),
+    from any start step, codec round trips included."""
+    import threading
+
+    from training.data import PhotoCrops
+    from training.train import training_batches
+
+    cfg = options(photos, lpips_file, tmp_path, batch=2, steps=5, degradation="mix", codec_prob=0.5)
+    data = PhotoCrops(photos, cfg.crop)
+    cpu = torch.device("cpu")
+    threads = []
+    real_run = threading.Thread.run
+
+    def run(self: threading.Thread) -> None:
+        threads.append(self.name)
+        real_run(self)
+
+    for start in (0, 3):
+        now = list(training_batches(cfg, data, start, 0, cpu))
+        with monkeypatch.context() as mp:
+            mp.setattr(threading.Thread, "run", run)
+            ahead = list(training_batches(cfg, data, start, 0, cpu, ahead=True))
+        assert len(now) == len(ahead) == cfg.steps - start
+        for (g1, hr1, lq1), (g2, hr2, lq2) in zip(now, ahead, strict=True):
+            assert torch.equal(hr1, hr2) and torch.equal(lq1, lq2)
+            assert torch.equal(g1.get_state(), g2.get_state())
+    assert threads and all(name.startswith("gtasr-batches") for name in threads)
+    assert list(training_batches(cfg, data, cfg.steps, 0, cpu, ahead=True)) == []
+
+
 def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     """--direct-loss W: one more call at eta = 1 on x = y exactly (what --noise none runs), a term
     named "direct" that carries gradient; off (the default, METHOD.md) it is neither called nor logged."""

@@ -14,9 +14,10 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.distributed as dist
@@ -54,7 +55,7 @@ from .losses import (
 from .lpips import LPIPS, load_lpips
 from .options import Stage1Options, Stage2Options
 from .samples import save_grid, val_crops
-from .video_degradation import PROFILES, degrade_profile
+from .video_degradation import PROFILES, Profile, degrade_profile
 
 Stage = Literal["stage1", "stage2"]
 
@@ -86,6 +87,45 @@ def ema_update(ema: torch.nn.Module, model: torch.nn.Module, rate: float) -> Non
 def _quantise(y: torch.Tensor) -> torch.Tensor:
     """y in [-1,1] rounded to 8-bit levels, as the published training does."""
     return ((y + 1) * 127.5).round() / 127.5 - 1
+
+
+def training_batches(
+    cfg: Stage1Options | Stage2Options,
+    data: PhotoCrops,
+    start: int,
+    rank: int,
+    device: torch.device,
+    ahead: bool = False,
+) -> Iterator[tuple[torch.Generator, torch.Tensor, torch.Tensor]]:
+    """(generator, HR, LR) for steps start.. cfg.steps - 1, each made from its step's generator alone,
+    which goes on to the step's loss terms (exact resume). HR (B,3,crop,crop) and LR (B,3,crop/4,crop/4)
+    in [0,1] on `device`, LR at 8-bit levels.
+
+    ahead=True makes the next step's batch in a thread while the caller trains on this one (the same
+    batches: nothing else draws from their generators). train() asks for it on CUDA, where the GPU
+    would otherwise wait: degrading a batch of 32 256^2 crops, codecs and all, takes about 0.5 s of a
+    CPU core (2-core Xeon). On a CPU the thread would only take cores from the step itself.
+    """
+
+    profile = cast(Profile, cfg.degradation)  # degrade_profile refuses any other
+
+    def make(step: int) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
+        g = step_generator(cfg.seed, step, rank)
+        hr = data.batch(cfg.batch, g).to(device)
+        lq = degrade_profile(hr, profile, g)
+        if cfg.codec_prob and torch.rand((), generator=g) < cfg.codec_prob:
+            lq = codec_degrade(lq, g)
+        return g, hr, lq
+
+    if not ahead:
+        yield from map(make, range(start, cfg.steps))
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="gtasr-batches") as pool:
+        upcoming = [pool.submit(make, step) for step in range(start, min(start + 1, cfg.steps))]
+        for step in range(start, cfg.steps):
+            if step + 1 < cfg.steps:
+                upcoming.append(pool.submit(make, step + 1))
+            yield upcoming.pop(0).result()
 
 
 def batch_terms(
@@ -224,14 +264,10 @@ def train(
             json.dumps(dataclasses.asdict(cfg), default=str, indent=1)
         )
     t0 = time.perf_counter()
-    for step in range(start, cfg.steps):
+    batches = training_batches(cfg, data, start, rank, device, ahead=device.type == "cuda")
+    for step, (g, hr, lq) in zip(range(start, cfg.steps), batches, strict=True):
         # 3. one batch, every random number from this step's generator (exact resume)
-        g = step_generator(cfg.seed, step, rank)
         torch.manual_seed(cfg.seed * 7919 + step)  # dropout
-        hr = data.batch(cfg.batch, g).to(device)  # (B,3,crop,crop) float in [0,1]
-        lq = degrade_profile(hr, cfg.degradation, g)  # (B,3,crop/4,crop/4) in [0,1], 8-bit levels
-        if cfg.codec_prob and torch.rand((), generator=g) < cfg.codec_prob:
-            lq = codec_degrade(lq, g)
         x0, lq = hr * 2 - 1, lq * 2 - 1  # model space [-1,1]
         # 4. the stage's loss terms
         with autocast:
