@@ -106,7 +106,6 @@ def training_batches(
     would otherwise wait: degrading a batch of 32 256^2 crops, codecs and all, takes about 0.5 s of a
     CPU core (2-core Xeon). On a CPU the thread would only take cores from the step itself.
     """
-
     profile = cast(Profile, cfg.degradation)  # degrade_profile refuses any other
 
     def make(step: int) -> tuple[torch.Generator, torch.Tensor, torch.Tensor]:
@@ -121,7 +120,7 @@ def training_batches(
         yield from map(make, range(start, cfg.steps))
         return
     with ThreadPoolExecutor(1, thread_name_prefix="gtasr-batches") as pool:
-        upcoming = [pool.submit(make, step) for step in range(start, min(start + 1, cfg.steps))]
+        upcoming = [pool.submit(make, start)] if start < cfg.steps else []
         for step in range(start, cfg.steps):
             if step + 1 < cfg.steps:
                 upcoming.append(pool.submit(make, step + 1))
@@ -209,8 +208,8 @@ def train(
         "--grid-loss": cfg.grid_loss,
         "--phase-loss": cfg.phase_loss,
         "--direct-rect": cfg.direct_rect,
+        "--direct-texture": cfg.direct_texture,
     }
-    on_direct["--direct-texture"] = cfg.direct_texture
     if cfg.direct_loss <= 0 and (unused := [flag for flag, w in on_direct.items() if w > 0]):
         raise ValueError(f"{', '.join(unused)}: weight terms on the noise-free output; add --direct-loss W")
     if not cfg.resume and (last := latest_checkpoint(cfg.out / "checkpoints")) is not None:
