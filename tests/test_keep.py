@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
 
 import av
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from media import synthetic_frame
 
 from gtasr_stream import Upscaler, upscale_video
+from gtasr_stream.video.reader import side_data
 
 W, H, FRAMES = 32, 24, 3
 
@@ -229,8 +229,7 @@ MASTER = "G(13250,34500)B(7500,3000)R(34000,16000)WP(15635,16450)L(10000000,1)"
 def _hdr_side_data(path: Path) -> dict[str, bytes]:
     with av.open(str(path)) as c:
         frame = next(c.decode(video=0))
-    side: Any = frame.side_data
-    return {sd.type.name: bytes(sd) for sd in side if sd.type.name != "SEI_UNREGISTERED"}
+    return {sd.type.name: bytes(sd) for sd in side_data(frame) if sd.type.name != "SEI_UNREGISTERED"}
 
 
 @pytest.mark.parametrize("codec", ["libx265", "libx264"])

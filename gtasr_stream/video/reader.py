@@ -20,6 +20,7 @@ from typing import Any, Literal
 import av
 import numpy as np
 from av.codec.hwaccel import HWAccel
+from av.sidedata.sidedata import SideData
 from av.sidedata.sidedata import Type as SideDataType
 
 from ..errors import UserError
@@ -342,11 +343,17 @@ def decode(
     _check_complete(container, stream, last_pts, step, on_warning)
 
 
+def side_data(frame: av.VideoFrame) -> list[SideData]:
+    """A frame's side data. PyAV up to 18.1.0 iterated the SideData objects themselves; 18.1.1 iterates
+    their types, as the Mapping it is should (and its stubs said); this takes either."""
+    side: Any = frame.side_data
+    return [item if isinstance(item, SideData) else side[item] for item in side]
+
+
 def hdr10_params(frame: av.VideoFrame) -> str | None:
     """A frame's HDR10 side data (mastering display, content light level) as x265 parameters."""
     parts = []
-    side: Any = frame.side_data  # iterates SideData objects (the stubs say keys)
-    for sd in side:
+    for sd in side_data(frame):
         data = bytes(sd)
         if sd.type == SideDataType.MASTERING_DISPLAY_METADATA and len(data) >= 88:
             # AVMasteringDisplayMetadata: (num, den) of R, G, B, white point xy; min, max luminance;
