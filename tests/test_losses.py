@@ -23,6 +23,7 @@ from training.losses import (
     sobel,
     ta_loss,
     texture_loss,
+    usm_sharpen,
 )
 from training.lpips import LPIPS
 
@@ -255,3 +256,22 @@ def test_texture_loss_keeps_a_shifted_texture_and_rejects_a_smoothed_one(lpips: 
     assert x_hat.grad is not None and bool(x_hat.grad.abs().sum() > 0) and target.grad is None
     with pytest.raises(ValueError, match="32-pixel squares"):
         texture_loss(taps, x0[..., :48], x0[..., :48])
+
+
+def test_usm_sharpen_steepens_edges_and_leaves_flat_and_faint_areas() -> None:
+    """Real-ESRGAN's sharpened ground truth: an edge gets steeper with an overshoot on each side,
+    clipped to [-1, 1]; a flat image, a texture too faint to pass the 10-code-value threshold and
+    weight 0 come back as they were."""
+    g = torch.Generator().manual_seed(0)
+    faint = 0.2 + (torch.rand(1, 3, 64, 64, generator=g) - 0.5) * 8 / 127.5  # texture of +-4 code values
+    edge = torch.where(torch.arange(64) < 32, -0.6, 0.6).view(1, 1, 1, 64).expand(1, 3, 64, 64)
+    soft = torch.nn.functional.avg_pool2d(edge, 3, 1, 1, count_include_pad=False)
+    for x in (torch.full((1, 3, 64, 64), 0.3), faint):
+        assert torch.allclose(usm_sharpen(x, 0.5), x, atol=1e-6)
+    assert torch.allclose(usm_sharpen(soft, 0.0), soft, atol=1e-6)
+    sharp = usm_sharpen(soft, 1.0)
+    steeper = float(sobel(sharp)[..., 8:-8, 8:-8].max()) / float(sobel(soft)[..., 8:-8, 8:-8].max())
+    assert steeper > 1.15
+    row = sharp[0, 0, 32]
+    assert float(row[26:32].min()) < -0.65 and float(row[32:38].max()) > 0.65  # the overshoot
+    assert float(usm_sharpen(edge * 1.6, 2.0).abs().max()) <= 1.0

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from gtasr_stream import Upscaler
 from gtasr_stream.model import ConsistencyModel, build_network
-from training.losses import LossWeights, combine, rect_loss, texture_loss
+from training.losses import LossWeights, charbonnier, combine, rect_loss, texture_loss, usm_sharpen
 from training.lpips import LPIPS
 from training.options import Stage1Options, Stage2Options
 from training.train import autocast_dtype, batch_terms, train
@@ -188,6 +188,16 @@ def test_direct_loss_trains_the_noise_free_path(photos, lpips_file, tmp_path):
     want = texture_loss(lambda x: vgg.vgg_taps(x, 3), out, x0)
     assert with_texture["direct_texture"].requires_grad
     assert torch.allclose(with_texture["direct_texture"], want, atol=1e-6)
+    # --gt-usm W: every term on that output aims at the sharpened HR; L_CT still at the HR
+    sharpened = dataclasses.replace(edged, gt_usm=0.2)
+    with_usm = batch_terms(sharpened, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))
+    out, hr = net(rec.calls[-1][0], torch.ones(2), lq), usm_sharpen(x0, 0.2)
+    assert not torch.allclose(hr, x0, atol=1e-3)
+    assert torch.allclose(
+        with_usm["direct"], 0.5 * cheap_lpips(out, hr) + 0.5 * charbonnier(out, hr), atol=1e-6
+    )
+    assert torch.allclose(with_usm["direct_rect"], rect_loss(cheap_lpips, out, hr), atol=1e-6)
+    assert torch.allclose(with_usm["ct"], with_rect["ct"], atol=1e-6)
     # --direct-lpips 1: the term is LPIPS alone (cheap_lpips here), on the same noise-free output
     only = dataclasses.replace(on, direct_lpips=1.0)
     perceptual = batch_terms(only, 0, rec, rec, rec, cheap_lpips, x0, lq, torch.Generator().manual_seed(0))

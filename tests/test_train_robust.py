@@ -180,7 +180,10 @@ def test_cli_crop_and_device_errors_are_one_line(photos, lpips_file, tmp_path):
     cases = [(["--preset", "small", "--crop", "128"], "--crop 128: the small preset takes multiples of 256")]
     # terms on the noise-free output were silently left out without --direct-loss
     cases.append(
-        (["--crop", "128", "--grid-loss", "0.5", "--direct-texture", "1"], "--grid-loss, --direct-texture:")
+        (
+            ["--crop", "128", "--grid-loss", "0.5", "--direct-texture", "1", "--gt-usm", "0.1"],
+            "--grid-loss, --direct-texture, --gt-usm:",
+        )
     )
     if not torch.cuda.is_available():
         cases.append((["--crop", "128", "--device", "cuda"], "--device cuda: no CUDA device"))

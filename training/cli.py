@@ -97,6 +97,14 @@ def _common(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="Weight of a Gram-matrix texture loss (VGG, 32-pixel squares) on that output (needs --direct-loss); 0: off.",
         ),
         click.option(
+            "--gt-usm",
+            type=click.FloatRange(0),
+            default=d["gt_usm"].default,
+            show_default=True,
+            help="Unsharp-mask weight of the HR that the terms on that output aim at (Real-ESRGAN's "
+            "sharpened ground truth; needs --direct-loss); 0: the HR itself.",
+        ),
+        click.option(
             "--codec-prob",
             type=click.FloatRange(0, 1),
             default=0.0,

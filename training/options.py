@@ -45,6 +45,9 @@ class TrainOptions:
     # Weight of texture_loss (Gram matrices of VGG relu1_2..relu3_3 per 32-pixel square) on that output:
     # texture of the HR's kind where the LR hides it. Needs direct_loss > 0. 0: off
     direct_texture: float = 0.0
+    # Real-ESRGAN's sharpened ground truth: the terms on that output compare it with usm_sharpen(HR,
+    # this weight) instead of the HR (losses.py); the consistency terms keep the HR. 0: off
+    gt_usm: float = 0.0
     codec_prob: float = 0.0  # share of batches that also get H.264/H.265 compression (video inputs)
     lpips: Path = DEFAULT_LPIPS  # lpips_vgg16.safetensors
     seed: int = 0

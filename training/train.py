@@ -51,6 +51,7 @@ from .losses import (
     rect_loss,
     ta_loss,
     texture_loss,
+    usm_sharpen,
 )
 from .lpips import LPIPS, load_lpips
 from .options import Stage1Options, Stage2Options
@@ -153,17 +154,19 @@ def batch_terms(
     if cfg.direct_loss > 0:  # the path gtasr-stream --noise none runs: x_T = y, eta = 1
         one = torch.ones(b, device=device)
         out, share = net(y, one, lq).float(), cfg.direct_lpips
-        terms["direct"] = share * lpips(out, x0) + (1 - share) * charbonnier(out, x0)
+        # what every term on `out` aims at: the HR, or Real-ESRGAN's sharpened HR (--gt-usm)
+        hr = usm_sharpen(x0, cfg.gt_usm) if cfg.gt_usm > 0 else x0
+        terms["direct"] = share * lpips(out, hr) + (1 - share) * charbonnier(out, hr)
         if cfg.grid_loss > 0:
-            terms["grid"] = grid_loss(out, x0)
+            terms["grid"] = grid_loss(out, hr)
         if cfg.phase_loss > 0:
-            terms["phase"] = phase_bias(out, x0)
+            terms["phase"] = phase_bias(out, hr)
         if cfg.direct_rect > 0:  # Stage II's structural term, on the output users get
-            terms["direct_rect"] = rect_loss(lpips, out, x0)
+            terms["direct_rect"] = rect_loss(lpips, out, hr)
         if cfg.direct_texture > 0:
             if not isinstance(lpips, LPIPS):
                 raise TypeError("--direct-texture needs the LPIPS network's VGG taps")
-            terms["direct_texture"] = texture_loss(lambda x: lpips.vgg_taps(x, 3), out, x0)
+            terms["direct_texture"] = texture_loss(lambda x: lpips.vgg_taps(x, 3), out, hr)
     if isinstance(cfg, Stage1Options) and cfg.trajectory_alignment:
         terms["ta"] = ta_loss(lpips, x0, pred, y, etas, g)
     if isinstance(cfg, Stage2Options):
@@ -209,6 +212,7 @@ def train(
         "--phase-loss": cfg.phase_loss,
         "--direct-rect": cfg.direct_rect,
         "--direct-texture": cfg.direct_texture,
+        "--gt-usm": cfg.gt_usm,
     }
     if cfg.direct_loss <= 0 and (unused := [flag for flag, w in on_direct.items() if w > 0]):
         raise ValueError(f"{', '.join(unused)}: weight terms on the noise-free output; add --direct-loss W")
