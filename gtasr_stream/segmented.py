@@ -50,6 +50,7 @@ _ENGINE_KEYS = (
     "tile",
     "tile_pad",
     "noise",
+    "sharpen",
     "seed",
     "backend",
 )

@@ -169,7 +169,8 @@ def model_weights(name: str) -> Path:
 def blend_weights(a: Path, b: Path, s: float) -> tuple[GTASRNet, dict[str, str]]:
     """(1 - s)·a + s·b, tensor by tensor (Real-ESRGAN's -dn): s = 0 gives a, s = 1 gives b exactly.
 
-    Both files must hold the same preset; the metadata is a's, with the blend recorded in it.
+    Both files must hold the same preset; the metadata is a's, with the blend recorded in it and the
+    output sharpening (their 'sharpen') blended too.
     """
     if not 0.0 <= s <= 1.0:
         raise WeightsError(f"--denoise must be in [0, 1], got {s}")
@@ -183,7 +184,8 @@ def blend_weights(a: Path, b: Path, s: float) -> tuple[GTASRNet, dict[str, str]]
     # runs the head of the file with the larger share, so either end is approached continuously.
     net = net_a if s < 0.5 else net_b
     net.load_state_dict(blended)
-    return net, meta | {"provenance": f"{1 - s:g} x {a.name} + {s:g} x {b.name}"}
+    sharpen = (1 - s) * float(meta.get("sharpen", 0)) + s * float(meta_b.get("sharpen", 0))
+    return net, meta | {"provenance": f"{1 - s:g} x {a.name} + {s:g} x {b.name}", "sharpen": f"{sharpen:g}"}
 
 
 def load_net(

@@ -428,3 +428,29 @@ def test_noise_auto_follows_the_weights_metadata(tiny_weights: Path, tmp_path: P
     with pytest.raises(UserError, match="pass --noise"):
         Upscaler(weights=odd, device="cpu")
     assert Upscaler(weights=odd, device="cpu", noise="none").noise == "none"
+
+
+def test_sharpen_is_the_unsharp_mask_of_the_output_and_defaults_to_the_weights_own(
+    tiny_weights: Path, tmp_path: Path
+) -> None:
+    """Upscaler(sharpen=S) is unsharp(output, S), after the clamp, the same for every batch split;
+    None reads the weights' 'sharpen' metadata (none there: 0); out of [0, 2] is one UserError."""
+    from gtasr_stream.model.sharpen import unsharp
+    from gtasr_stream.weights import load_weights, save_weights
+
+    rgb = torch.rand(3, 3, 24, 32, generator=torch.Generator().manual_seed(0))
+    plain = Upscaler(weights=tiny_weights, device="cpu", precision="fp32", noise="none")
+    assert plain.sharpen == 0.0
+    base = plain(rgb)
+    sharp = Upscaler(weights=tiny_weights, device="cpu", precision="fp32", noise="none", sharpen=0.5, batch=2)
+    out = sharp(rgb)
+    assert torch.allclose(out, unsharp(base, 0.5), atol=1e-6) and not torch.allclose(out, base, atol=1e-3)
+    assert float(out.min()) >= 0 and float(out.max()) <= 1
+    net, _ = load_weights(tiny_weights)
+    tagged = tmp_path / "tagged.safetensors"
+    save_weights(tagged, net, "tiny", "test", extra={"sharpen": "0.5"})
+    auto = Upscaler(weights=tagged, device="cpu", precision="fp32", noise="none")
+    assert auto.sharpen == 0.5 and torch.allclose(auto(rgb), out, atol=1e-6)
+    save_weights(tagged, net, "tiny", "test", extra={"sharpen": "3"})
+    with pytest.raises(UserError, match=r"sharpen must be in \[0, 2\]: the weights' metadata asks for 3"):
+        Upscaler(weights=tagged, device="cpu", precision="fp32")

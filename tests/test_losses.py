@@ -258,16 +258,14 @@ def test_texture_loss_keeps_a_shifted_texture_and_rejects_a_smoothed_one(lpips: 
         texture_loss(taps, x0[..., :48], x0[..., :48])
 
 
-def test_usm_sharpen_steepens_edges_and_leaves_flat_and_faint_areas() -> None:
-    """Real-ESRGAN's sharpened ground truth: an edge gets steeper with an overshoot on each side,
-    clipped to [-1, 1]; a flat image, a texture too faint to pass the 10-code-value threshold and
-    weight 0 come back as they were."""
-    g = torch.Generator().manual_seed(0)
-    faint = 0.2 + (torch.rand(1, 3, 64, 64, generator=g) - 0.5) * 8 / 127.5  # texture of +-4 code values
+def test_usm_sharpen_steepens_edges_and_leaves_flat_areas() -> None:
+    """The sharpened ground truth (the runtime's unsharp mask, in the model space): an edge gets
+    steeper with an overshoot on each side, clipped to [-1, 1]; a flat image and weight 0 come back
+    as they were."""
     edge = torch.where(torch.arange(64) < 32, -0.6, 0.6).view(1, 1, 1, 64).expand(1, 3, 64, 64)
     soft = torch.nn.functional.avg_pool2d(edge, 3, 1, 1, count_include_pad=False)
-    for x in (torch.full((1, 3, 64, 64), 0.3), faint):
-        assert torch.allclose(usm_sharpen(x, 0.5), x, atol=1e-6)
+    flat = torch.full((1, 3, 64, 64), 0.3)
+    assert torch.allclose(usm_sharpen(flat, 0.5), flat, atol=1e-6)
     assert torch.allclose(usm_sharpen(soft, 0.0), soft, atol=1e-6)
     sharp = usm_sharpen(soft, 1.0)
     steeper = float(sobel(sharp)[..., 8:-8, 8:-8].max()) / float(sobel(soft)[..., 8:-8, 8:-8].max())

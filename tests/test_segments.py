@@ -38,6 +38,7 @@ def engine(weights: Path) -> dict:
         tile=0,
         tile_pad=16,
         noise="auto",
+        sharpen=None,
         seed=0,
         backend="torch",
     )
@@ -200,3 +201,8 @@ def test_manifest_records_what_a_resume_compares(tmp_path, tiny_weights):
     assert m["input"]["size"] == clip.path.stat().st_size
     assert len(m["weights_sha256"]) == 64 and m["flags"]["encode"] == asdict(EncodeOptions())
     assert np.all([len(s) == 3 for s in m["segments"]])
+    # a flag that changes the pixels is compared on resume: --sharpen (None: the weights' own) too
+    sharper = _manifest(
+        str(clip.path), {**engine(tiny_weights), "sharpen": 0.2}, EncodeOptions(), 4.0, None, 0.1, segs
+    )
+    assert m["flags"]["sharpen"] is None and sharper["flags"]["sharpen"] == 0.2

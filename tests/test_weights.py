@@ -200,7 +200,7 @@ def test_shipped_models_and_unknown_names() -> None:
 def test_denoise_blend_ends_reproduce_each_model(tmp_path: Path) -> None:
     """--denoise S: S = 0 and S = 1 are exactly the two files; S = 0.5 is their mean, tensor by tensor."""
     a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    save_weights(a, tiny_net(1), "tiny", provenance="a", extra={"noise": "none"})
+    save_weights(a, tiny_net(1), "tiny", provenance="a", extra={"noise": "none", "sharpen": "0.1"})
     save_weights(b, tiny_net(2), "tiny", provenance="b")
     net_a, net_b = load_weights(a)[0].state_dict(), load_weights(b)[0].state_dict()
     for s, want in ((0.0, net_a), (1.0, net_b)):
@@ -210,6 +210,7 @@ def test_denoise_blend_ends_reproduce_each_model(tmp_path: Path) -> None:
     differ = [k for k in net_a if not torch.equal(net_a[k], net_b[k])]
     assert differ and all(torch.allclose(half.state_dict()[k], (net_a[k] + net_b[k]) / 2) for k in net_a)
     assert meta["noise"] == "none" and meta["provenance"] == "0.5 x a.safetensors + 0.5 x b.safetensors"
+    assert meta["sharpen"] == "0.05"  # the output sharpening blends with the weights (b has none: 0)
     with pytest.raises(WeightsError, match=r"--denoise must be in \[0, 1\]"):
         weights.blend_weights(a, b, 1.5)
 

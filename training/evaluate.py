@@ -106,7 +106,7 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
     modes: tuple[Noise, ...] = ("fixed", "fresh", "none")
     noise_modes: dict[str, Method] = {
         f"gtasr --noise {mode}": Upscaler(
-            up.model, device=str(device), precision="fp32", noise=mode, seed=cfg.seed
+            up.model, device=str(device), precision="fp32", noise=mode, sharpen=up.sharpen, seed=cfg.seed
         )
         for mode in modes
     }

@@ -17,16 +17,13 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from gtasr_stream.model import forward_process
-
-from .kernels import filter2d, gaussian_kernel
+from gtasr_stream.model.sharpen import unsharp
 
 # LPIPS, or any per-sample distance (B,3,H,W) x 2 -> (B,) (tests use cheap stand-ins)
 Distance = Callable[[Tensor, Tensor], Tensor]
 
 CHARBONNIER_EPS = 1e-12  # METHOD.md: sqrt(delta^2 + 1e-12); so d(x, x) = 1e-6 / 2, not 0
 SOBEL_EPS = 1e-12  # METHOD.md: S = sqrt(Gx^2 + Gy^2 + 1e-12); keeps the gradient finite on flat areas
-USM_SIGMA = 1.5  # HR px: the band a 4x upscale must restore (periods under ~10 px), not Real-ESRGAN's 8
-USM_THRESHOLD = 10.0  # code values of |img - blur| below which a pixel stays unsharpened (Real-ESRGAN's)
 DTM_W_MIN_DENOM = 1e-3  # w = 1 / max(mean|x0_hat - x0|, 1e-3): at most 1000 when x0_hat ~ x0
 
 _SOBEL_X = ((-1.0, 0.0, 1.0), (-2.0, 0.0, 2.0), (-1.0, 0.0, 1.0))  # d/dx; d/dy is its transpose
@@ -47,24 +44,15 @@ def sobel(x: Tensor) -> Tensor:
     return torch.sqrt(g[:, 0::2] ** 2 + g[:, 1::2] ** 2 + SOBEL_EPS)
 
 
-def usm_sharpen(
-    x: Tensor, weight: float, sigma: float = USM_SIGMA, threshold: float = USM_THRESHOLD
-) -> Tensor:
-    """Real-ESRGAN's sharpened ground truth (`USMSharp`, its "GT USM" training targets): unsharp mask
-    x + weight (x - blur(x)), clipped, applied where |x - blur(x)| exceeds `threshold` code values
-    (the mask softened by the same Gaussian), so flat areas stay as they are.
+def usm_sharpen(x: Tensor, weight: float) -> Tensor:
+    """Real-ESRGAN's sharpened ground truth (its `USMSharp`, the "GT USM" training targets), the
+    runtime's `unsharp` in the model space: (B,3,H,W) in [-1,1] -> same.
 
-    x: (B,3,H,W) in [-1,1] -> same shape. Pixel and perceptual losses against this target ask for
-    the conditional mean of a sharpened image, which is the mean sharpened: a crisper output than
-    the mean, which LPIPS and Charbonnier alone settle for where the LR hides detail.
+    Pixel and perceptual losses against this target ask for the conditional mean of a sharpened
+    image, which is the mean sharpened: a crisper output than the mean, which LPIPS and Charbonnier
+    alone settle for where the LR hides detail.
     """
-    size = 2 * round(3 * sigma) + 1
-    blur = filter2d(x, gaussian_kernel(size, sigma, sigma))
-    residual = x - blur
-    mask = (residual.abs() * 127.5 > threshold).to(x.dtype)  # [-1,1] spans 255 code values
-    soft = filter2d(mask, gaussian_kernel(size, sigma, sigma))
-    sharp = (x + weight * residual).clamp(-1, 1)
-    return soft * sharp + (1 - soft) * x
+    return unsharp((x + 1) / 2, weight) * 2 - 1
 
 
 def distance(lpips: Distance, x: Tensor, y: Tensor) -> Tensor:

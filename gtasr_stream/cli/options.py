@@ -21,6 +21,7 @@ MODEL_PARAMS = (
     "tile",
     "tile_pad",
     "noise",
+    "sharpen",
     "seed",
     "backend",
     "onnx_path",
@@ -101,6 +102,12 @@ def model_options(*, batch: bool) -> Callable[[F], F]:
             show_default=True,
             help="fixed: one noise for the whole stream (no flicker); fresh: new per frame; none: zero; "
             "auto: what the weights' evaluation chose (in their metadata), else fixed.",
+        ),
+        click.option(
+            "--sharpen",
+            type=click.FloatRange(0, 2),
+            help="Unsharp-mask weight of the output, on edges and texture only (0: off). Default: the "
+            "model's own (video 0.1, restore 0; --denoise blends them).",
         ),
         click.option(
             "--seed",

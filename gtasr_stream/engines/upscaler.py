@@ -19,6 +19,7 @@ import torch
 
 from ..errors import UserError
 from ..model import ConsistencyModel
+from ..model.sharpen import unsharp
 from ..weights import load_net
 from .aoti_engine import aoti_step
 from .device import Precision, is_oom, resolve_device, resolve_dtype
@@ -31,6 +32,7 @@ Noise = Literal["auto", "fixed", "fresh", "none"]
 NOISES = ("fixed", "fresh", "none")
 Backend = Literal["auto", "torch", "onnx", "trt", "aoti"]
 BACKENDS = ("torch", "onnx", "trt", "aoti")
+MAX_SHARPEN = 2.0
 
 
 class Upscaler:
@@ -51,6 +53,7 @@ class Upscaler:
         tile: int = 0,
         tile_pad: int = 16,
         noise: Noise = "auto",
+        sharpen: float | None = None,  # unsharp-mask weight of the output; None: the weights' own
         seed: int = 0,
         backend: Backend = "auto",
         onnx: str | Path | None = None,
@@ -90,6 +93,11 @@ class Upscaler:
             raise UserError(
                 f"the weights' metadata asks for noise {self.noise!r}, which this version lacks; pass --noise"
             )
+        # None: the amount the weights were calibrated with (their 'sharpen' metadata), else none
+        self.sharpen = float(self.meta.get("sharpen", 0)) if sharpen is None else sharpen
+        if not 0 <= self.sharpen <= MAX_SHARPEN:  # click bounds --sharpen; this is the Python API or a file
+            where = "the weights' metadata asks for" if sharpen is None else "got"
+            raise UserError(f"sharpen must be in [0, {MAX_SHARPEN:g}]: {where} {self.sharpen:g}")
         self.seed = seed
         self.warn = on_warning or (lambda msg: None)
         self._gen = torch.Generator().manual_seed(seed)
@@ -215,7 +223,8 @@ class Upscaler:
         # a step there may hand out a buffer its next call reuses (benchmarks/NOTES.md "Changes")
         single = len(outs) == 1 and self.device.type == "cpu"
         out = outs[0] if single else torch.cat(outs)
-        return out.add_(1).mul_(0.5).clamp_(0, 1)
+        out = out.add_(1).mul_(0.5).clamp_(0, 1)
+        return unsharp(out, self.sharpen) if self.sharpen else out
 
     def _memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
