@@ -449,3 +449,37 @@ def test_peer_video_upscales_a_clip_frame_by_frame_keeping_audio(tmp_path: Path)
     with av.open(str(dst)) as c:
         assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (128, 96)
         assert c.streams.audio and sum(1 for _ in c.decode(video=0)) == 3
+
+
+def test_sharpen_rows_put_each_amount_beside_bicubic(tmp_path: Path, tiny_weights: Path) -> None:
+    """benchmarks.sharpen: every strength and real clip has a row per method; bicubic is the ratios'
+    1.0; a stronger unsharp mask is sharper on the real clip; the JSON names the weights."""
+    import numpy as np
+    from media import make_clip
+    from PIL import Image
+    from safetensors.torch import save_file
+
+    from benchmarks import sharpen
+    from training.lpips import LPIPS
+
+    (tmp_path / "val").mkdir()
+    g = np.random.default_rng(0)
+    photo = np.kron(g.integers(0, 256, (20, 20, 3)), np.ones((8, 8, 1))).astype(np.uint8)  # 160x160 blocks
+    Image.fromarray(photo).save(tmp_path / "val" / "a.png")
+    (tmp_path / "videos").mkdir()
+    make_clip(tmp_path / "videos" / "c.mp4", frames=3)
+    lpips = tmp_path / "lpips.safetensors"
+    save_file({k: v.contiguous() for k, v in LPIPS().state_dict().items()}, str(lpips))
+    out = tmp_path / "rows.json"
+    args = ["--weights", str(tiny_weights), "--sharpen", "0,1", "--val", str(tmp_path / "val")]
+    args += ["--videos", str(tmp_path / "videos"), "--lpips", str(lpips), "--frames", "2", "--size", "64"]
+    args += ["--out", str(out)]
+    result = CliRunner().invoke(sharpen.main, args)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(out.read_text())
+    rows = doc["rows"]
+    groups = [f"video {s}" for s in ("light", "medium", "heavy")] + ["real c.mp4"]
+    assert sorted(rows) == sorted(f"{g}: {m}" for g in groups for m in ("bicubic", "sharpen 0", "sharpen 1"))
+    assert all(rows[f"{g}: bicubic"]["sharpness"] == 1.0 for g in groups)
+    assert rows["real c.mp4: sharpen 1"]["sharpness"] > 1.05 * rows["real c.mp4: sharpen 0"]["sharpness"]
+    assert doc["weights"] == str(tiny_weights) and doc["weights_sharpen_metadata"] is None

@@ -1,4 +1,4 @@
-"""The shipped models as a user picks them: -n/--model video|restore and the --denoise blend, end to end,
+"""The shipped models as a user picks them: -n/--model video|restore, the --denoise blend and --sharpen, end to end,
 and the flag combinations that make no sense (one line, exit 1)."""
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ def test_model_and_denoise_pick_what_they_say(tmp_path, small_clip):
         "d0": ["--denoise", "0"],
         "d1": ["--denoise", "1"],
         "d05": ["--denoise", "0.5"],
+        "sharpen_own": ["--sharpen", weights.load_weights(weights.model_weights("video"))[1]["sharpen"]],
+        "sharpen_0": ["--sharpen", "0"],
     }.items():
         out = tmp_path / f"{name}.mkv"
         r = run_cli(small_clip, out, *flags, "-c", "ffv1", "-q")
@@ -42,6 +44,11 @@ def test_model_and_denoise_pick_what_they_say(tmp_path, small_clip):
     assert np.array_equal(runs["default"], runs["video"]) and np.array_equal(runs["d0"], runs["video"])
     assert np.array_equal(runs["d1"], runs["restore"])
     assert not np.array_equal(runs["video"], runs["restore"])
+    # the video model's output sharpening is its metadata's; --sharpen 0 turns it off
+    assert (
+        np.array_equal(runs["sharpen_own"], runs["default"]) and float(weights.load_net()[1]["sharpen"]) > 0
+    )
+    assert not np.array_equal(runs["sharpen_0"], runs["default"])
     mid = runs["d05"]
     assert not np.array_equal(mid, runs["video"]) and not np.array_equal(mid, runs["restore"])
 
