@@ -75,7 +75,7 @@ def _methods(cfg: EvaluateOptions, device: torch.device) -> dict[str, Method]:
     methods: dict[str, Method] = {
         "gtasr": Upscaler(
             weights=cfg.weights, device=str(device), precision="fp32", noise="auto", seed=cfg.seed
-        ),  # the noise mode gtasr-stream runs these weights with by default
+        ),  # the noise mode and output sharpening gtasr-stream runs these weights with by default
         "bicubic": _bicubic,
         "lanczos": _lanczos,
     }

@@ -106,8 +106,8 @@ def model_options(*, batch: bool) -> Callable[[F], F]:
         click.option(
             "--sharpen",
             type=click.FloatRange(0, 2),
-            help="Unsharp-mask weight of the output, on edges and texture only (0: off). Default: the "
-            "model's own (video 0.1, restore 0; --denoise blends them).",
+            help="Unsharp mask of the output's luma (sigma 1.5 px) at this weight; 0: the network's output "
+            "as it is. Default: the model's own (video 0.1, restore 0; --denoise blends them).",
         ),
         click.option(
             "--seed",
