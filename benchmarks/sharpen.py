@@ -15,10 +15,10 @@ from pathlib import Path
 
 import click
 import torch
-import torch.nn.functional as F
 
 from gtasr_stream.engines.upscaler import Upscaler
 from gtasr_stream.weights import model_weights
+from training.evaluate import bicubic
 from training.evaluate_video import Method, real_clip_rows, video_rows
 from training.images import list_images, load_image
 from training.lpips import DEFAULT_LPIPS, load_lpips
@@ -55,11 +55,7 @@ def main(
         amounts = [float(s) for s in parse_list(sharpens)]
     except ValueError:
         raise click.BadParameter(f"not a list of numbers: {sharpens!r}", param_hint="--sharpen") from None
-    methods: dict[str, Method] = {
-        "bicubic": lambda lq: F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(
-            0, 1
-        )
-    }
+    methods: dict[str, Method] = {"bicubic": bicubic}
     for s in amounts:
         methods[f"sharpen {s:g}"] = Upscaler(
             base.model, device="cpu", precision="fp32", noise="none", sharpen=s

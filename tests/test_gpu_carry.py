@@ -30,7 +30,7 @@ def _shared(tmp_path: Path, photos: Path, lpips_file: Path) -> Path:
     return shared
 
 
-def test_prepare_splits_the_carry_into_calls_that_fit(tmp_path, photos, lpips_file):
+def test_prepare_splits_the_carry_into_calls_that_fit(tmp_path, photos, lpips_file, monkeypatch):
     """train_a: LPIPS in fp16 (read back as float32 within fp16's rounding) and the val photos;
     train_b: the train photos; each call's size counts the working tree; one over the limit is one
     error naming the folder; a missing LPIPS file is one error naming it."""
@@ -48,12 +48,10 @@ def test_prepare_splits_the_carry_into_calls_that_fit(tmp_path, photos, lpips_fi
         tree = gpu_carry.tree_bytes(gpu_carry.REPO)
         assert sizes[str(a.relative_to(gpu_carry.REPO))] == tree + gpu_carry.folder_bytes(a)
         assert sizes[str(b.relative_to(gpu_carry.REPO))] == tree + gpu_carry.folder_bytes(b)
-        gpu_carry.CALL_LIMIT, limit = tree + gpu_carry.folder_bytes(b) + 1, gpu_carry.CALL_LIMIT
-        try:
-            with pytest.raises(click.ClickException, match=r"train_a: .* over the"):
-                gpu_carry.prepare(shared, into, gpu_carry.REPO)
-        finally:
-            gpu_carry.CALL_LIMIT = limit
+        monkeypatch.setattr(gpu_carry, "CALL_LIMIT", tree + gpu_carry.folder_bytes(b) + 1)
+        with pytest.raises(click.ClickException, match=r"train_a: .* over the"):
+            gpu_carry.prepare(shared, into, gpu_carry.REPO)
+        monkeypatch.undo()
         (shared / "weights" / "lpips_vgg16.safetensors").unlink()
         with pytest.raises(click.ClickException, match=r"lpips_vgg16\.safetensors: not found"):
             gpu_carry.prepare(shared, into, gpu_carry.REPO)

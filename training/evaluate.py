@@ -67,7 +67,7 @@ def _lanczos(lq: torch.Tensor) -> torch.Tensor:
     return torch.stack(out).to(lq.device)
 
 
-def _bicubic(lq: torch.Tensor) -> torch.Tensor:
+def bicubic(lq: torch.Tensor) -> torch.Tensor:
     return F.interpolate(lq, scale_factor=4, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
@@ -76,7 +76,7 @@ def _methods(cfg: EvaluateOptions, device: torch.device) -> dict[str, Method]:
         "gtasr": Upscaler(
             weights=cfg.weights, device=str(device), precision="fp32", noise="auto", seed=cfg.seed
         ),  # the noise mode and output sharpening gtasr-stream runs these weights with by default
-        "bicubic": _bicubic,
+        "bicubic": bicubic,
         "lanczos": _lanczos,
     }
     for name, file in PEER_FILES.items():
@@ -122,7 +122,7 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
             "lpips": lpips(out * 2 - 1, hr * 2 - 1).mean().item(),
         }
     # 2. moving-camera clips: every frame degraded with the same parameters, like a real video
-    clip_methods: dict[str, Method] = {"bicubic": _bicubic} | noise_modes
+    clip_methods: dict[str, Method] = {"bicubic": bicubic} | noise_modes
     per_clip: dict[str, list[tuple[float, float, float]]] = {k: [] for k in clip_methods}
     for i, photo in enumerate(photos[: cfg.clips]):
         clip = moving_camera_clip(photo, cfg.clip_frames, (cfg.crop, cfg.crop), seed=i).to(device)
