@@ -5,7 +5,8 @@
 
 Video rows: one moving-camera clip of 8 frames (256²) per val photo, the first 4 photos, degraded with
 the fixed light / medium / heavy settings (training.evaluate_video.video_rows); real clips: the first
-8 whole frames of each clip in --videos. --noise none, fp32, as the README's tables.
+8 whole frames of each clip in --videos (--spread: 8 evenly spaced from the first to the last).
+--noise none, fp32, as the README's tables.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ from .common import SHARED, parse_list, write_json
 @click.option("--lpips", type=click.Path(dir_okay=False, path_type=Path), default=DEFAULT_LPIPS)
 @click.option("--frames", type=click.IntRange(2), default=8, show_default=True, help="Per clip, both kinds.")
 @click.option(
+    "--spread", is_flag=True, help="Real clips: frames evenly spaced over the whole clip, not the first."
+)
+@click.option(
     "--size", type=click.IntRange(64), default=256, show_default=True, help="Side of the video rows' HR."
 )
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True)
@@ -46,6 +50,7 @@ def main(
     videos: Path,
     lpips: Path,
     frames: int,
+    spread: bool,
     size: int,
     out: Path,
 ) -> None:
@@ -63,7 +68,7 @@ def main(
     photos = [load_image(p) for p in list_images(val)][:4]
     with torch.no_grad():
         rows = video_rows(methods, photos, load_lpips(lpips), size, frames, 0, {})
-        rows |= real_clip_rows(methods, videos, frames, 0, {})
+        rows |= real_clip_rows(methods, videos, frames, 0, {}, spread)
     write_json(
         out,
         {
@@ -71,6 +76,7 @@ def main(
             "weights_sharpen_metadata": base.meta.get("sharpen"),
             "machine": platform.processor() or platform.machine(),
             "torch_threads": torch.get_num_threads(),
+            "real_clip_frames": "spread over the clip" if spread else "first",
             "protocol": __doc__.split("\n\n")[2].replace("\n", " ") if __doc__ else "",
             "rows": rows,
         },

@@ -478,6 +478,16 @@ def test_real_clips_are_read_whole_or_centre_cropped(tmp_path):
     assert torch.equal(crop, read_clip(path, 4, 0)[..., 16:48, 32:64])
 
 
+def test_real_clips_can_be_sampled_over_their_whole_length(tmp_path):
+    """read_clip(spread=True): `frames` frames evenly spaced from the first to the last."""
+    from training.evaluate_video import read_clip
+
+    path = make_clip(tmp_path / "c.mp4", width=32, height=32, frames=9).path
+    every = read_clip(path, 9, 0)
+    assert torch.equal(read_clip(path, 3, 0, spread=True), every[[0, 4, 8]])
+    assert torch.equal(read_clip(path, 20, 0, spread=True), every)  # more than there are: all, once
+
+
 def test_evaluate_without_clips_reports_the_photos_only(photos, lpips_file, tmp_path, tiny_weights):
     """--clips 0 (what the ablations use): photo rows only, no clip rows, no crash."""
     from training.evaluate import EvaluateOptions, evaluate

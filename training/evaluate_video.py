@@ -101,14 +101,22 @@ def video_rows(
     return results
 
 
-def read_clip(path: Path, frames: int, size: int) -> torch.Tensor:
-    """The first `frames` frames of a video file, centre-cropped to at most size x size (even sides;
-    size 0: whole frames, even sides); (T,3,h,w) float in [0,1]."""
+def read_clip(path: Path, frames: int, size: int, spread: bool = False) -> torch.Tensor:
+    """The first `frames` frames of a video file (spread: `frames` frames evenly spaced over the whole
+    clip, first and last included), centre-cropped to at most size x size (even sides; size 0: whole
+    frames, even sides); (T,3,h,w) float in [0,1]."""
+    wanted: set[int] = set(range(frames))
+    if spread:
+        with av.open(str(path)) as container:
+            total = sum(1 for _ in container.decode(video=0))
+        n = min(frames, total)
+        wanted = {round(i * (total - 1) / max(n - 1, 1)) for i in range(n)}
     with av.open(str(path)) as container:
         out = []
-        for frame in container.decode(video=0):
-            out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
-            if len(out) == frames:
+        for i, frame in enumerate(container.decode(video=0)):
+            if i in wanted:
+                out.append(torch.from_numpy(frame.to_ndarray(format="rgb24")).permute(2, 0, 1))
+            if len(out) == len(wanted):
                 break
     clip = torch.stack(out).float() / 255
     h, w = clip.shape[-2:]
@@ -119,12 +127,17 @@ def read_clip(path: Path, frames: int, size: int) -> torch.Tensor:
 
 
 def real_clip_rows(
-    methods: dict[str, Method], folder: Path, frames: int, size: int, crops: dict[str, list[torch.Tensor]]
+    methods: dict[str, Method],
+    folder: Path,
+    frames: int,
+    size: int,
+    crops: dict[str, list[torch.Tensor]],
+    spread: bool = False,
 ) -> dict[str, Row]:
     """`real {clip}: {method}` rows: sharpness and periodicity relative to bicubic (no ground truth)."""
     results: dict[str, Row] = {}
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in VIDEO_SUFFIXES):
-        lq = read_clip(path, frames, size)
+        lq = read_clip(path, frames, size, spread)
         outs = {name: _run(m, lq) for name, m in methods.items()}
         sharp_b, per_b = sharpness(outs["bicubic"]), periodicity(outs["bicubic"])
         for name, out in outs.items():
