@@ -425,6 +425,7 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
             "2",
             "--real-size",
             "0",
+            "--real-spread",
             "--device",
             "cpu",
         ],
@@ -443,7 +444,8 @@ def test_evaluate_writes_table_json_and_png(photos, lpips_file, tmp_path, tiny_w
         f"gtasr --noise {report['gtasr_noise']}"
     }
     assert report["gtasr_noise"] == "fixed" and others <= set(res) and len(others) == 2
-    assert (report["options"]["real_frames"], report["options"]["real_size"]) == ("2", "0")
+    options = report["options"]
+    assert (options["real_frames"], options["real_size"], options["real_spread"]) == ("2", "0", "True")
     assert abs(res["bicubic"]["psnr_y"] - res["lanczos"]["psnr_y"]) < 2  # two interpolators, close
     # fresh noise on a stream changes every frame: it must flicker more than one fixed noise
     assert res["clips: gtasr --noise fresh"]["flicker"] > res["clips: gtasr --noise fixed"]["flicker"]

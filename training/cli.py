@@ -222,6 +222,12 @@ def stage2(init: Path, rect_published: bool, **kw: Any) -> None:
     show_default=True,
     help="Centre crop of the real clips' frames, px a side (0: whole frames, the steadier score; peers are slow).",
 )
+@click.option(
+    "--real-spread",
+    is_flag=True,
+    help="Read the real clips' frames evenly spaced from first to last, not the first ones (a title or a "
+    "fade at the start is not the clip).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default="auto", show_default=True)
 def evaluate_cmd(peers: Path | None, no_peers: bool, no_videos: bool, **kw: Any) -> None:

@@ -48,6 +48,7 @@ class EvaluateOptions:
     # centre crop of each real clip's LR frames (px a side, at most); 0: whole frames (slow peers on
     # a CPU, a steadier periodicity: more 256-px segments to average, training/metrics.py)
     real_size: int = 128
+    real_spread: bool = False  # frames evenly spaced from each clip's first to its last, not the first
     seed: int = 0  # of the degradation: the same inputs for every method and every run
     device: str = "auto"
 
@@ -150,7 +151,9 @@ def evaluate(cfg: EvaluateOptions) -> dict[str, dict[str, float]]:
     if cfg.clips:  # --clips 0: the photos only (what the ablations use)
         results |= video_rows(methods, photos[: cfg.clips], lpips, cfg.crop, cfg.clip_frames, cfg.seed, crops)
         if cfg.videos is not None and cfg.videos.is_dir():
-            results |= real_clip_rows(methods, cfg.videos, cfg.real_frames, cfg.real_size, crops)
+            results |= real_clip_rows(
+                methods, cfg.videos, cfg.real_frames, cfg.real_size, crops, cfg.real_spread
+            )
     # 4. files
     cfg.out.mkdir(parents=True, exist_ok=True)
     report = {
